@@ -1,0 +1,44 @@
+# Omnipipe developer commands. `make help` lists them.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_SECONDS ?= 60
+BENCH_EVENTS ?= 500000
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-unit lint bench schemas clean
+
+help: ## list the commands
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create the virtualenv and install everything
+	@echo "installed into $(VENV)"
+
+demo: $(STAMP) ## embedded broker + worker + simulator, live summary (DEMO_SECONDS=60)
+	$(BIN)/omnipipe demo --seconds $(DEMO_SECONDS)
+
+test: $(STAMP) ## the whole test suite (unit, broker, end to end)
+	$(BIN)/pytest -q
+
+test-unit: $(STAMP) ## only tests that need no broker
+	$(BIN)/pytest -q -m "not broker and not e2e"
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP) ## ingest vs raw aiokafka passthrough, ratios from one run (BENCH_EVENTS=500000)
+	$(BIN)/omnipipe bench --events $(BENCH_EVENTS)
+
+schemas: $(STAMP) ## register changed schema sources as new versions (checks compatibility)
+	$(BIN)/python -m pipeline.contracts.register
+
+clean: ## remove the virtualenv and local state
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,110 @@
+"""The Faust application factory: nothing connects or listens on import.
+
+``build_app`` wires the stages registered for this worker explicitly; later
+stages (identity, profiles, decisions) add their agents and tables here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from pipeline.broker.client_config import faust_broker_kwargs, librdkafka_config
+from pipeline.contracts.codec import AvroCodec
+from pipeline.dlq.agent import register_dlq_summary
+from pipeline.ingest.identifiers import PiiHasher
+from pipeline.ingest.processor import IngestProcessor, IngestRules, SourceTopic
+from pipeline.ingest.runner import IngestConfig, IngestLoop
+from pipeline.ingest.service import IngestService
+from pipeline.metrics.ingest import IngestMetrics
+from pipeline.settings import Settings
+from pipeline.topology.catalogue import CHANNELS, TopicCatalogue
+
+
+@dataclass
+class Pipeline:
+    """The app plus the handles tests and the CLI need."""
+
+    app: faust.App
+    registry: CollectorRegistry
+    ingest: IngestLoop
+
+
+def build_ingest(
+    settings: Settings,
+    catalogue: TopicCatalogue,
+    codec: AvroCodec,
+    registry: CollectorRegistry,
+    **overrides: Any,
+) -> IngestLoop:
+    sources = {
+        t.name: SourceTopic(name=t.name, subject=t.subject, channel=t.channel)
+        for t in catalogue.ingest_sources
+    }
+    processor = IngestProcessor(
+        sources,
+        codec,
+        PiiHasher(settings.hash_key()),
+        IngestRules(
+            max_record_bytes=settings.max_record_bytes,
+            max_future_skew_ms=int(settings.max_future_skew_s * 1000),
+            max_event_age_ms=int(settings.max_event_age_days * 86_400_000),
+        ),
+    )
+    config = IngestConfig(
+        client=librdkafka_config(settings),
+        group_id=f"{settings.group_id}-ingest",
+        sources=sources,
+        canonical_topic=catalogue["canonical"].name,
+        canonical_subject=catalogue["canonical"].subject,
+        dlq_topic=catalogue["dlq"].name,
+        dlq_subject=catalogue["dlq"].subject,
+        batch_size=settings.ingest_batch_size,
+        commit_interval_s=settings.ingest_commit_interval_s,
+        **overrides,
+    )
+    return IngestLoop(config, processor, codec.encode, IngestMetrics(registry, CHANNELS))
+
+
+def build_app(
+    settings: Settings,
+    catalogue: TopicCatalogue,
+    codec: AvroCodec,
+    registry: CollectorRegistry | None = None,
+) -> Pipeline:
+    """Build the worker's Faust app; requires resolved bootstrap servers."""
+    from faust.sensors.prometheus import setup_prometheus_sensors
+
+    registry = registry or CollectorRegistry()
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.group_id,
+        **faust_broker_kwargs(settings),
+        autodiscover=False,
+        datadir=str(settings.data_dir / "faust"),
+        store="rocksdb://",
+        topic_allow_declare=False,  # topics come from topologies/, created by the admin step
+        topic_disable_leader=True,
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        broker_rebalance_timeout=6 if settings.local_broker else 60,
+        broker_session_timeout=6 if settings.local_broker else 60,
+        broker_heartbeat_interval=1 if settings.local_broker else 3,
+        producer_linger_ms=5,
+        logging_config=None,
+    )
+    setup_prometheus_sensors(app, "/metrics", registry, name_prefix="faust")
+    register_dlq_summary(app, catalogue, codec)
+    ingest = build_ingest(settings, catalogue, codec, registry)
+    service = IngestService(ingest)
+
+    @app.task
+    async def start_ingest() -> None:
+        await app.add_runtime_dependency(service)
+
+    return Pipeline(app=app, registry=registry, ingest=ingest)

@@ -1,0 +1,1 @@
+"""Kafka connectivity: the embedded broker, client configuration, topic admin."""

@@ -1,0 +1,1 @@
+"""The dead-letter topic's consumer: a queryable summary for operators."""

@@ -1,0 +1,1 @@
+"""Ingest: raw channel records -> validated canonical events, or dead letters."""

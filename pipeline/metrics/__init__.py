@@ -1,0 +1,1 @@
+"""Prometheus metrics. Every metrics object takes a registry, so tests use a fresh one."""

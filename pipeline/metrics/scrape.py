@@ -1,0 +1,44 @@
+"""Read a worker's /metrics endpoint back into numbers (demo summary, tests)."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+@dataclass
+class Scrape:
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
+    types: dict[str, str] = field(default_factory=dict)
+
+    def value(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        want = set(labels.items())
+        return sum(v for k, v in self.samples.get(name, {}).items() if want <= set(k))
+
+    def by_label(self, name: str, label: str) -> dict[str, float]:
+        out: dict[str, float] = defaultdict(float)
+        for k, v in self.samples.get(name, {}).items():
+            d = dict(k)
+            if label in d:
+                out[d[label]] += v
+        return dict(out)
+
+
+def parse(text: str) -> Scrape:
+    result = Scrape()
+    for family in text_string_to_metric_families(text):
+        result.types[family.name] = family.type
+        for s in family.samples:
+            result.samples[s.name][tuple(sorted(s.labels.items()))] = s.value
+    return result
+
+
+def scrape(url: str, timeout: float = 5.0) -> Scrape:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own endpoint
+        return parse(resp.read().decode())

@@ -1,0 +1,1 @@
+"""Process-level wiring: broker selection, worker start-up, the demo."""

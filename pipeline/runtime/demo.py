@@ -1,0 +1,144 @@
+"""``make demo``: embedded broker, one worker process and the simulator, with a live summary.
+
+The summary is read from the worker's real Prometheus endpoint, so what the
+demo shows is what an SRE's dashboard would show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from pipeline.broker.client_config import librdkafka_config
+from pipeline.broker.reader import count_records
+from pipeline.metrics.scrape import Scrape, scrape
+from pipeline.runtime.cluster import cluster, load_topology, prepare_topics
+from pipeline.runtime.simulate_cmd import SimulationRun, start_simulation
+from pipeline.settings import Settings
+
+CHANNEL_COLUMNS = ("web", "app", "pos", "callcenter", "email", "push", "sms", "control")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker_env(settings: Settings, port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    assert settings.kafka_bootstrap_servers and settings.pii_hash_key
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "OMNIPIPE_PII_HASH_KEY": settings.pii_hash_key.get_secret_value(),
+        "OMNIPIPE_LOCAL_BROKER": "1" if settings.local_broker else "0",
+        "OMNIPIPE_WEB_PORT": str(port),
+        "OMNIPIPE_DATA_DIR": str(settings.data_dir),
+        "OMNIPIPE_LOG_LEVEL": "WARNING",
+    })
+    return env
+
+
+def _wait_metrics(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> Scrape:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with code {proc.returncode} during start-up")
+        with contextlib.suppress(OSError):
+            return scrape(url)
+        time.sleep(0.25)
+    raise RuntimeError(f"worker metrics did not come up at {url} within {timeout:.0f}s")
+
+
+def _row(prev: Scrape, cur: Scrape, dt: float, elapsed: float) -> str:
+    before = prev.by_label("omnipipe_ingest_events_in_total", "channel")
+    now = cur.by_label("omnipipe_ingest_events_in_total", "channel")
+    rates = [(now.get(c, 0) - before.get(c, 0)) / dt for c in CHANNEL_COLUMNS]
+    total = sum(rates)
+    accepted = cur.value("omnipipe_ingest_events_accepted_total")
+    dlq = cur.value("omnipipe_dlq_records_total")
+    cells = " ".join(f"{r:>6.0f}" for r in rates)
+    return f"{elapsed:>5.0f}s {total:>7.0f} | {cells} | {accepted:>9.0f} {dlq:>6.0f}"
+
+
+def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    catalogue = load_topology(settings)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log_dir = Path(settings.data_dir) / "demo"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with cluster(settings, log_dir=log_dir) as resolved:
+            prepare_topics(resolved, catalogue)
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}/metrics"
+            worker_log = open(log_dir / "worker.log", "wb")  # noqa: SIM115 - closed below
+            worker = subprocess.Popen(  # noqa: S603 - our own CLI
+                [sys.executable, "-m", "pipeline", "worker"],
+                env=_worker_env(resolved, port),
+                stdout=worker_log, stderr=subprocess.STDOUT,
+            )
+            try:
+                print(f"omnipipe demo: broker {resolved.kafka_bootstrap_servers}"
+                      f"{' (embedded Tansu, memory)' if settings.embedded else ''}")
+                print(f"  worker pid {worker.pid}, metrics at {url}, log {log_dir / 'worker.log'}")
+                _wait_metrics(url, worker)
+                sim: SimulationRun = start_simulation(
+                    resolved, catalogue, customers=args.customers, seed=1, rate=args.rate,
+                    duration=args.seconds, bad=args.bad, truth=log_dir / "truth.jsonl", stop=stop,
+                )
+                print(f"  simulator: {args.customers} customers at {args.rate:.0f} events/s, "
+                      f"{args.bad} malformed records injected; Ctrl-C stops")
+                header = " ".join(f"{c[:6]:>6}" for c in CHANNEL_COLUMNS)
+                print(f"\n  time   in/s  | {header} |  accepted    dlq")
+                started = time.monotonic()
+                prev = scrape(url)
+                prev_t = started
+                while not stop.is_set() and time.monotonic() - started < args.seconds:
+                    stop.wait(2.0)
+                    if sim.errors:
+                        raise sim.errors[0]
+                    if worker.poll() is not None:
+                        print(f"worker exited unexpectedly with code {worker.returncode}")
+                        return 1
+                    cur = scrape(url)
+                    now = time.monotonic()
+                    print(_row(prev, cur, now - prev_t, now - started), flush=True)
+                    prev, prev_t = cur, now
+                stop.set()
+                published = sim.join()
+                time.sleep(2.0)  # let the worker drain what was just published
+                final = scrape(url)
+                client = librdkafka_config(resolved)
+                print("\nsummary")
+                print(f"  published: {published.events} events + {published.bad} malformed records")
+                print(f"  ingest consumed {final.value('omnipipe_ingest_events_in_total'):.0f}, "
+                      f"accepted {final.value('omnipipe_ingest_events_accepted_total'):.0f}")
+                reasons = final.by_label("omnipipe_dlq_records_total", "reason")
+                listed = ", ".join(f"{r}={v:.0f}" for r, v in sorted(reasons.items()) if v)
+                print(f"  dead letters: {sum(reasons.values()):.0f} ({listed or 'none'})")
+                print(f"  on the broker: {catalogue['canonical'].name}="
+                      f"{count_records(client, catalogue['canonical'].name, idle_s=1.0)}, "
+                      f"{catalogue['dlq'].name}={count_records(client, catalogue['dlq'].name, idle_s=1.0)}")
+                print(f"  ground truth written to {log_dir / 'truth.jsonl'}")
+            finally:
+                if worker.poll() is None:
+                    worker.send_signal(signal.SIGTERM)
+                    try:
+                        worker.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        worker.kill()
+                        worker.wait()
+                worker_log.close()
+        print("stopped cleanly: worker and broker are down")
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,40 @@
+"""Run one worker until it is told to stop."""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline.app import build_app
+from pipeline.contracts.codec import AvroCodec
+from pipeline.runtime.cluster import cluster, load_topology, prepare_topics
+from pipeline.runtime.schemas import build_codec
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings) -> int:
+    """Start (or join) the cluster, create topics, run the Faust worker."""
+    from faust.worker import Worker
+
+    catalogue = load_topology(settings)
+    # dead letters carry up to max_record_bytes of the raw record plus metadata
+    codec: AvroCodec = build_codec(settings, max_record_size=2 * settings.max_record_bytes)
+    with cluster(settings) as resolved:
+        prepare_topics(resolved, catalogue)
+        pipeline = build_app(resolved, catalogue, codec)
+        worker = Worker(
+            pipeline.app,
+            loglevel=resolved.log_level.lower(),
+            quiet=True,
+            redirect_stdouts=False,
+        )
+        log.info(
+            "worker %s: metrics on http://%s:%d/metrics",
+            resolved.group_id, resolved.web_host, resolved.web_port,
+        )
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            return int(exc.code or 0)
+    return 0

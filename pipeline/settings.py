@@ -1,0 +1,118 @@
+"""One frozen settings object, read from the environment in ``main`` only.
+
+Every field maps to one documented environment variable; invalid or
+incomplete configuration fails at start with a message that names the
+variable to fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import ConfigError
+
+#: Used only with the embedded broker, where every byte is synthetic and local.
+EMBEDDED_DEV_HASH_KEY = "omnipipe-embedded-dev-key-not-for-production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    # Kafka
+    kafka_bootstrap_servers: str | None = Field(None, alias="KAFKA_BOOTSTRAP_SERVERS")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", alias="KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", alias="KAFKA_SASL_MECHANISM"
+    )
+    kafka_sasl_username: str | None = Field(None, alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(None, alias="KAFKA_SASL_PASSWORD")
+    kafka_ssl_ca_location: Path | None = Field(None, alias="KAFKA_SSL_CA_LOCATION")
+
+    # Schema registry (optional: without it, ids come from schemas/registry)
+    schema_registry_url: str | None = Field(None, alias="SCHEMA_REGISTRY_URL")
+    schema_registry_username: str | None = Field(None, alias="SCHEMA_REGISTRY_USERNAME")
+    schema_registry_password: SecretStr | None = Field(None, alias="SCHEMA_REGISTRY_PASSWORD")
+
+    # Omnipipe
+    pii_hash_key: SecretStr | None = Field(None, alias="OMNIPIPE_PII_HASH_KEY")
+    group_id: str = Field("omnipipe", alias="OMNIPIPE_GROUP_ID", min_length=1)
+    web_host: str = Field("127.0.0.1", alias="OMNIPIPE_WEB_HOST")
+    web_port: int = Field(6066, alias="OMNIPIPE_WEB_PORT", ge=0, le=65535)
+    data_dir: Path = Field(Path("var"), alias="OMNIPIPE_DATA_DIR")
+    topology_path: Path | None = Field(None, alias="OMNIPIPE_TOPOLOGY")
+    topic_partitions: int | None = Field(None, alias="OMNIPIPE_TOPIC_PARTITIONS", ge=1)
+    max_record_bytes: int = Field(256 * 1024, alias="OMNIPIPE_MAX_RECORD_BYTES", ge=1024)
+    max_future_skew_s: float = Field(300.0, alias="OMNIPIPE_MAX_FUTURE_SKEW_S", ge=0)
+    max_event_age_days: float = Field(400.0, alias="OMNIPIPE_MAX_EVENT_AGE_DAYS", gt=0)
+    ingest_batch_size: int = Field(2000, alias="OMNIPIPE_INGEST_BATCH_SIZE", ge=1, le=100_000)
+    ingest_commit_interval_s: float = Field(0.5, alias="OMNIPIPE_INGEST_COMMIT_INTERVAL_S", gt=0)
+    local_broker: bool = Field(
+        False, alias="OMNIPIPE_LOCAL_BROKER",
+        description="The cluster is the embedded Tansu broker: short group timeouts.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="OMNIPIPE_LOG_LEVEL")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        if self.kafka_bootstrap_servers is not None and not self.kafka_bootstrap_servers.strip():
+            raise ValueError("KAFKA_BOOTSTRAP_SERVERS is set but empty; unset it to use the embedded broker")
+        if self.kafka_bootstrap_servers and self.pii_hash_key is None:
+            raise ValueError(
+                "OMNIPIPE_PII_HASH_KEY is required with an external Kafka cluster: "
+                "e-mails and phones are hashed with it (use at least 32 random bytes, "
+                "e.g. `openssl rand -hex 32`)"
+            )
+        if self.pii_hash_key is not None and len(self.pii_hash_key.get_secret_value()) < 16:
+            raise ValueError("OMNIPIPE_PII_HASH_KEY must be at least 16 characters")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when no cluster is configured and the embedded broker is used."""
+        return self.kafka_bootstrap_servers is None
+
+    def hash_key(self) -> bytes:
+        if self.pii_hash_key is not None:
+            return self.pii_hash_key.get_secret_value().encode()
+        if not self.embedded:  # pragma: no cover - the validator refuses this
+            raise ConfigError("OMNIPIPE_PII_HASH_KEY is required")
+        return EMBEDDED_DEV_HASH_KEY.encode()
+
+    def with_bootstrap(self, servers: str, data_dir: Path) -> Settings:
+        """A copy pointing at a broker started by us (dev hash key, its own state dir).
+
+        The embedded broker keeps everything in memory, so local table state
+        from an earlier broker would contradict its (empty) changelogs.
+        """
+        key = self.pii_hash_key or SecretStr(EMBEDDED_DEV_HASH_KEY)
+        return self.model_copy(
+            update={
+                "kafka_bootstrap_servers": servers, "pii_hash_key": key,
+                "local_broker": True, "data_dir": data_dir,
+            }
+        )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; turn validation errors into one readable ConfigError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

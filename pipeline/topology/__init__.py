@@ -1,0 +1,1 @@
+"""Declared topology: topics and their layout, loaded from topologies/."""
