@@ -140,3 +140,33 @@ def resolve_identifiers(raw: Mapping[str, str | None] | None, hasher: PiiHasher)
         device_id=values["device_id"],
         anonymous_id=values["anonymous_id"],
     )
+
+
+class IdentifierResolver:
+    """``resolve_identifiers`` with a bounded memo of recent identifier sets.
+
+    A customer's events repeat the same identifiers (the same cookie, the same
+    login), so most lookups skip the format checks and the HMAC. The memo is
+    process memory only and is dropped whole when full, which keeps it bounded
+    without per-hit bookkeeping.
+    """
+
+    def __init__(self, hasher: PiiHasher, max_entries: int = 200_000) -> None:
+        self._hasher = hasher
+        self._max = max_entries
+        self._memo: dict[tuple[str | None, ...], ResolvedIdentifiers] = {}
+
+    def resolve(self, raw: Mapping[str, str | None] | None) -> ResolvedIdentifiers:
+        if not raw:
+            return ResolvedIdentifiers()
+        get = raw.get
+        memo_key = (get("customer_id"), get("loyalty_card"), get("email"),
+                    get("phone"), get("device_id"), get("anonymous_id"))
+        hit = self._memo.get(memo_key)
+        if hit is not None:
+            return hit
+        resolved = resolve_identifiers(raw, self._hasher)  # raises before caching
+        if len(self._memo) >= self._max:
+            self._memo.clear()
+        self._memo[memo_key] = resolved
+        return resolved

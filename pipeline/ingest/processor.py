@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from pipeline.ingest.canonical import FieldError, check_control, to_canonical
 from pipeline.ingest.dead_letter import dead_letter
-from pipeline.ingest.identifiers import IdentifierError, PiiHasher, resolve_identifiers
+from pipeline.ingest.identifiers import IdentifierError, IdentifierResolver, PiiHasher
 from pipeline.ingest.reasons import Reason
 
 
@@ -66,7 +66,7 @@ class IngestProcessor:
     ) -> None:
         self._sources = dict(sources)
         self._decoder = decoder
-        self._hasher = hasher
+        self._identifiers = IdentifierResolver(hasher)
         self._rules = rules or IngestRules()
 
     def process(
@@ -79,70 +79,89 @@ class IngestProcessor:
         value: bytes | None,
         now_ms: int,
     ) -> Accepted | Rejected:
-        def reject(reason: Reason, detail: str, schema_id: int | None = None) -> Rejected:
-            return Rejected(
-                reason,
-                dead_letter(
-                    reason=reason, detail=detail, topic=topic, partition=partition,
-                    offset=offset, timestamp_ms=timestamp_ms, key=key, value=value,
-                    now_ms=now_ms, schema_id=schema_id,
-                ),
-            )
-
         try:
             source = self._sources.get(topic)
             if source is None:
-                return reject(Reason.UNKNOWN_TOPIC, f"ingest does not consume {topic}")
+                return self._reject(Reason.UNKNOWN_TOPIC, f"ingest does not consume {topic}",
+                                    topic, partition, offset, timestamp_ms, key, value, now_ms)
             if not value:
-                return reject(Reason.EMPTY, "record value is empty or null")
+                return self._reject(Reason.EMPTY, "record value is empty or null",
+                                    topic, partition, offset, timestamp_ms, key, value, now_ms)
             rules = self._rules
             if len(value) > rules.max_record_bytes:
                 # Keep a bounded prefix so the dead letter itself stays publishable;
                 # the source coordinates point at the full record.
-                size = len(value)
-                value = value[: rules.max_record_bytes]
-                return reject(
+                return self._reject(
                     Reason.OVERSIZE,
-                    f"record is {size} bytes, limit is {rules.max_record_bytes}; "
+                    f"record is {len(value)} bytes, limit is {rules.max_record_bytes}; "
                     f"the dead letter keeps the first {rules.max_record_bytes} bytes",
+                    topic, partition, offset, timestamp_ms, key, value[: rules.max_record_bytes],
+                    now_ms,
                 )
             try:
                 record = self._decoder.decode(value, source.subject)
             except Exception as exc:  # noqa: BLE001 - every failure is a dead letter
                 reason = _REASONS.get(getattr(exc, "reason", ""), Reason.NOT_AVRO)
-                return reject(reason, str(exc), getattr(exc, "schema_id", None))
+                return self._reject(reason, str(exc), topic, partition, offset, timestamp_ms,
+                                    key, value, now_ms, getattr(exc, "schema_id", None))
             try:
-                ids = resolve_identifiers(record.get("identifiers"), self._hasher)
+                ids = self._identifiers.resolve(record.get("identifiers"))
             except IdentifierError as exc:
-                return reject(Reason.INVALID_IDENTIFIER, str(exc))
+                return self._reject(Reason.INVALID_IDENTIFIER, str(exc), topic, partition, offset,
+                                    timestamp_ms, key, value, now_ms)
             profile_key = ids.strongest_key()
             if profile_key is None:
-                return reject(Reason.MISSING_IDENTIFIERS, "the event carries no identifier")
+                return self._reject(Reason.MISSING_IDENTIFIERS, "the event carries no identifier",
+                                    topic, partition, offset, timestamp_ms, key, value, now_ms)
             event_time = record["event_time"]
             if event_time > now_ms + rules.max_future_skew_ms:
-                return reject(
+                return self._reject(
                     Reason.FUTURE_EVENT_TIME,
                     f"event_time is {(event_time - now_ms) / 1000:.0f}s in the future",
+                    topic, partition, offset, timestamp_ms, key, value, now_ms,
                 )
             if event_time < now_ms - rules.max_event_age_ms:
-                return reject(
+                return self._reject(
                     Reason.STALE_EVENT_TIME,
                     f"event_time is {(now_ms - event_time) / 86_400_000:.0f} days old",
+                    topic, partition, offset, timestamp_ms, key, value, now_ms,
                 )
+            channel = source.channel
             try:
-                if source.channel is None:
+                if channel is None:
                     check_control(record)
-                channel = source.channel if source.channel is not None else None
                 event = to_canonical(
                     record, channel, ids, profile_key, ingest_time=now_ms,
                     source_topic=topic, source_partition=partition, source_offset=offset,
                 )
             except FieldError as exc:
-                reason = Reason.INVALID_CONTROL if source.channel is None else Reason.INVALID_AMOUNT
-                return reject(reason, str(exc))
+                reason = Reason.INVALID_CONTROL if channel is None else Reason.INVALID_AMOUNT
+                return self._reject(reason, str(exc), topic, partition, offset, timestamp_ms,
+                                    key, value, now_ms)
             return Accepted(profile_key, event)
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker
             return self.internal_error(topic, partition, offset, timestamp_ms, key, value, now_ms, exc)
+
+    @staticmethod
+    def _reject(
+        reason: Reason,
+        detail: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        now_ms: int,
+        schema_id: int | None = None,
+    ) -> Rejected:
+        return Rejected(
+            reason,
+            dead_letter(
+                reason=reason, detail=detail, topic=topic, partition=partition, offset=offset,
+                timestamp_ms=timestamp_ms, key=key, value=value, now_ms=now_ms, schema_id=schema_id,
+            ),
+        )
 
     def internal_error(
         self,

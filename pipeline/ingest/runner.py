@@ -60,6 +60,8 @@ class IngestStats:
     accepted: int = 0
     dead_lettered: int = 0
     commits: int = 0
+    first_batch_at: float | None = None  # time.perf_counter() of the first records
+    last_commit_at: float | None = None
 
 
 class IngestLoop:
@@ -142,6 +144,7 @@ class IngestLoop:
         consumer.commit(offsets=offsets, asynchronous=False)
         self._pending.clear()
         self.stats.commits += 1
+        self.stats.last_commit_at = time.perf_counter()
         self._metrics.commits.inc()
 
     def run(self) -> None:
@@ -174,6 +177,8 @@ class IngestLoop:
 
     def _handle(self, batch: list[Message], producer: Producer) -> None:
         started = time.perf_counter()
+        if self.stats.first_batch_at is None:
+            self.stats.first_batch_at = started
         cfg = self.config
         process = self._processor.process
         encode = self._encode

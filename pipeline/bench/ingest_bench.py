@@ -1,0 +1,115 @@
+"""``make bench``: ingest throughput against raw passthroughs, all in one run.
+
+The same pre-loaded topics are read by (1) a raw aiokafka consume -> produce
+passthrough, the reference baseline, (2) a raw librdkafka passthrough, the
+ceiling for the client ingest uses, and (3) the real ingest loop (decode,
+validate, hash, normalise, encode, produce, commit). Machines here are noisy,
+so only ratios measured in the same run mean anything; with ``--repeat`` the
+three are interleaved and the median of each is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from pipeline.app import build_ingest
+from pipeline.bench.baselines import aiokafka_passthrough, librdkafka_passthrough
+from pipeline.broker.admin import ensure_topics
+from pipeline.broker.client_config import librdkafka_config
+from pipeline.runtime.cluster import cluster, load_topology
+from pipeline.runtime.schemas import build_codec
+from pipeline.settings import Settings
+from pipeline.simulate.journeys import EXPECTED_EVENTS_PER_CUSTOMER, JourneyConfig, iter_events
+from pipeline.simulate.publisher import publish
+from pipeline.topology.catalogue import Role, TopicCatalogue, TopicSpec
+
+#: Bench-only sink for the raw passthroughs; not part of the pipeline's topology.
+PASSTHROUGH_TOPIC = "bench.passthrough"
+
+
+@dataclass
+class Figures:
+    aiokafka: list[float]
+    librdkafka: list[float]
+    ingest: list[float]
+
+
+def _preload(settings: Settings, catalogue: TopicCatalogue, events: int, customers: int) -> int:
+    codec = build_codec(settings)
+    days = 14.0
+    now = int(time.time() * 1000)
+    cfg = JourneyConfig(customers=customers, seed=7, start_ms=now - int(days * 86_400_000) - 3_600_000,
+                        days=days)
+    t0 = time.perf_counter()
+    stats = publish(
+        itertools.islice(iter_events(cfg), events), encode=codec.encode,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_config=librdkafka_config(settings), catalogue=catalogue,
+    )
+    print(f"pre-loaded {stats.events:,} events over {customers:,} customers in "
+          f"{time.perf_counter() - t0:.1f}s ({', '.join(f'{k}={v}' for k, v in sorted(stats.events_per_topic.items()))})")
+    if stats.delivery_errors:
+        raise RuntimeError(f"{stats.delivery_errors} records failed to pre-load")
+    return stats.events
+
+
+def _run_ingest(settings: Settings, catalogue: TopicCatalogue, expected: int) -> float:
+    codec = build_codec(settings, max_record_size=2 * settings.max_record_bytes)
+    loop = build_ingest(settings, catalogue, codec, CollectorRegistry())
+    loop.config.group_id = f"bench-ingest-{uuid.uuid4().hex[:6]}"
+    thread = threading.Thread(target=loop.run, name="bench-ingest")
+    thread.start()
+    deadline = time.monotonic() + 600
+    while loop.stats.consumed < expected and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    loop.stop()
+    thread.join()
+    s = loop.stats
+    if s.consumed < expected or s.first_batch_at is None or s.last_commit_at is None:
+        raise RuntimeError(f"ingest consumed {s.consumed} of {expected}")
+    if s.dead_lettered:
+        print(f"  note: ingest dead-lettered {s.dead_lettered} records")
+    return s.consumed / (s.last_commit_at - s.first_batch_at)
+
+
+def run_bench(settings: Settings, args: argparse.Namespace) -> int:
+    customers = min(args.customers, max(1, int(args.events / EXPECTED_EVENTS_PER_CUSTOMER * 1.2)))
+    catalogue = load_topology(settings).with_partitions(args.partitions)
+    with cluster(settings) as s:
+        client = librdkafka_config(s)
+        sink = TopicSpec(key="bench", name=PASSTHROUGH_TOPIC, role=Role.INTERNAL, subject=None,
+                         partitions=args.partitions, replication_factor=1, retention_ms=3_600_000,
+                         cleanup_policy="delete")
+        ensure_topics(client, TopicCatalogue({**catalogue.topics, "bench": sink}))
+        n = _preload(s, catalogue, args.events, customers)
+        sources = [t.name for t in catalogue.ingest_sources]
+        assert s.kafka_bootstrap_servers
+        figs = Figures([], [], [])
+        for i in range(args.repeat):
+            tag = uuid.uuid4().hex[:6]
+            figs.aiokafka.append(aiokafka_passthrough(
+                s.kafka_bootstrap_servers, sources, PASSTHROUGH_TOPIC, n, f"bench-aio-{tag}"))
+            figs.librdkafka.append(librdkafka_passthrough(
+                client, sources, PASSTHROUGH_TOPIC, n, f"bench-rdk-{tag}"))
+            figs.ingest.append(_run_ingest(s, catalogue, n))
+            print(f"  round {i + 1}: aiokafka {figs.aiokafka[-1]:,.0f}/s, "
+                  f"librdkafka {figs.librdkafka[-1]:,.0f}/s, ingest {figs.ingest[-1]:,.0f}/s")
+    aio = statistics.median(figs.aiokafka)
+    rdk = statistics.median(figs.librdkafka)
+    ing = statistics.median(figs.ingest)
+    print()
+    print(f"events: {n:,} over {len(sources)} topics x {args.partitions} partitions, "
+          f"{customers:,} customers; median of {args.repeat} interleaved round(s)")
+    print(f"  raw aiokafka passthrough     {aio:>10,.0f} events/s   1.00 (baseline)")
+    print(f"  raw librdkafka passthrough   {rdk:>10,.0f} events/s   {rdk / aio:.2f}")
+    print(f"  ingest (decode..produce)     {ing:>10,.0f} events/s   {ing / aio:.2f}  "
+          f"(target >= 0.50: {'met' if ing / aio >= 0.5 else 'NOT met'})")
+    return 0

@@ -1,0 +1,165 @@
+"""simulate -> worker -> topics, through the real CLI, against the session's embedded broker."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.broker.embedded import EmbeddedBroker
+from pipeline.broker.reader import iter_topic
+from pipeline.contracts.catalogue import SchemaCatalogue
+from pipeline.contracts.codec import AvroCodec
+from pipeline.metrics.scrape import Scrape, scrape
+from pipeline.simulate.truth import load_truth
+from pipeline.topology.catalogue import load_catalogue
+
+pytestmark = pytest.mark.e2e
+
+HASH_KEY = "e2e-test-key-0123456789abcdef"
+BAD = 48  # every malformed kind, several times
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(broker: EmbeddedBroker, tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "OMNIPIPE_"))}
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "OMNIPIPE_PII_HASH_KEY": HASH_KEY,
+        "OMNIPIPE_LOCAL_BROKER": "1",
+        "OMNIPIPE_DATA_DIR": str(tmp / "state"),
+        "OMNIPIPE_GROUP_ID": "e2e",
+        "OMNIPIPE_TOPIC_PARTITIONS": "2",
+        **extra,
+    })
+    return env
+
+
+@pytest.fixture(scope="module")
+def run(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    truth_path = tmp / "truth.jsonl"
+    sim = subprocess.run(
+        [sys.executable, "-m", "pipeline", "simulate", "--customers", "300", "--seed", "11",
+         "--bad", str(BAD), "--truth", str(truth_path)],
+        env=_env(broker, tmp), capture_output=True, text=True, timeout=180,
+    )
+    assert sim.returncode == 0, sim.stderr[-3000:]
+    truth = load_truth(truth_path)
+    port = _port()
+    log_path = tmp / "worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "worker"],
+            env=_env(broker, tmp, OMNIPIPE_WEB_PORT=str(port)), stdout=log, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        expected = truth.summary["events"] + truth.summary["bad"]
+        last: Scrape | None = None
+        deadline = time.monotonic() + 150
+        try:
+            while time.monotonic() < deadline:
+                assert worker.poll() is None, log_path.read_text()[-3000:]
+                with contextlib.suppress(OSError):
+                    last = scrape(url + "/metrics")
+                    if last.value("omnipipe_ingest_events_in_total") >= expected and last.value(
+                        "omnipipe_ingest_commits_total"
+                    ) > 0:
+                        break
+                time.sleep(0.5)
+            time.sleep(1.5)  # a commit interval, and the DLQ agent catches up
+            final = scrape(url + "/metrics")
+            with urllib.request.urlopen(url + "/dlq", timeout=5) as resp:
+                dlq_view = json.loads(resp.read())
+            yield {"truth": truth, "metrics": final, "dlq_view": dlq_view, "worker": worker,
+                   "log": log_path, "truth_path": truth_path}
+        finally:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+                try:
+                    worker.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()
+
+
+def test_every_record_is_counted_per_channel(run: dict) -> None:
+    truth, metrics = run["truth"], run["metrics"]
+    per_channel = metrics.by_label("omnipipe_ingest_events_in_total", "channel")
+    expected = Counter({k: v for k, v in truth.summary["events_per_topic"].items()})
+    for bad in truth.bad:
+        expected[bad.topic_key] += 1
+    got = {("control" if k == "privacy" else k): v for k, v in expected.items()}
+    assert {k: v for k, v in per_channel.items() if v} == {k: v for k, v in got.items() if v}
+    assert metrics.value("omnipipe_ingest_events_accepted_total") == truth.summary["events"]
+
+
+def test_topics_hold_every_good_event_and_exactly_the_bad_ones(broker: EmbeddedBroker, run: dict) -> None:
+    truth = run["truth"]
+    cat = load_catalogue()
+    codec = AvroCodec(SchemaCatalogue.load())
+    client = {"bootstrap.servers": broker.bootstrap_servers}
+    canonical = [codec.decode(r.value or b"", cat["canonical"].subject)
+                 for r in iter_topic(client, cat["canonical"].name)]
+    assert len(canonical) >= truth.summary["events"]  # at-least-once: never fewer
+    assert len({e["event_id"] for e in canonical}) == truth.summary["events"]
+    dead = [codec.decode(r.value or b"", cat["dlq"].subject) for r in iter_topic(client, cat["dlq"].name)]
+    assert Counter(d["reason"] for d in dead) == Counter(b.reason for b in truth.bad)
+    assert Counter(d["source_topic"] for d in dead) == Counter(b.topic for b in truth.bad)
+    for d in dead:
+        assert d["source_offset"] >= 0 and d["value"] is not None or d["reason"] == "empty"
+
+
+def test_no_raw_pii_leaves_ingest(broker: EmbeddedBroker, run: dict) -> None:
+    truth = run["truth"]
+    raw = {v for p in truth.persons.values() for kind in ("email", "phone")
+           for v in p.identifiers.get(kind, [])}
+    assert raw, "the simulation must contain e-mails and phones"
+    cat = load_catalogue()
+    blob = b"".join(r.value or b"" for r in iter_topic({"bootstrap.servers": broker.bootstrap_servers},
+                                                        cat["canonical"].name))
+    log = run["log"].read_text()
+    metrics_text = repr(run["metrics"].samples)
+    for value in raw:
+        assert value.encode() not in blob
+        assert value not in log
+        assert value not in metrics_text
+
+
+def test_metrics_endpoint_follows_conventions(run: dict) -> None:
+    metrics: Scrape = run["metrics"]
+    assert metrics.types["omnipipe_ingest_events_in"] == "counter"
+    assert metrics.types["omnipipe_dlq_records"] == "counter"
+    assert metrics.types["omnipipe_ingest_decode_seconds"] == "histogram"
+    assert metrics.value("omnipipe_ingest_decode_seconds_count") > 0
+    reasons = metrics.by_label("omnipipe_dlq_records_total", "reason")
+    assert sum(reasons.values()) == BAD
+    assert any(name.startswith("faust_") for name in metrics.types)  # Faust's own sensors
+
+
+def test_dlq_summary_view_matches(run: dict) -> None:
+    view = run["dlq_view"]
+    assert view["total"] == BAD
+    assert view["by_reason"] == dict(Counter(b.reason for b in run["truth"].bad))
+
+
+def test_worker_stops_cleanly_on_sigterm(run: dict) -> None:
+    worker = run["worker"]
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
