@@ -31,7 +31,7 @@ test-unit: $(STAMP) ## only tests that need no broker
 	$(BIN)/pytest -q -m "not broker and not e2e"
 
 lint: $(STAMP) ## ruff and mypy
-	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/ruff check pipeline tests
 	$(BIN)/mypy
 
 bench: $(STAMP) ## ingest vs raw aiokafka passthrough, ratios from one run (BENCH_EVENTS=500000)

@@ -41,7 +41,7 @@ def build_ingest(
     **overrides: Any,
 ) -> IngestLoop:
     sources = {
-        t.name: SourceTopic(name=t.name, subject=t.subject, channel=t.channel)
+        t.name: SourceTopic(name=t.name, subject=t.avro_subject, channel=t.channel)
         for t in catalogue.ingest_sources
     }
     processor = IngestProcessor(
@@ -59,9 +59,9 @@ def build_ingest(
         group_id=f"{settings.group_id}-ingest",
         sources=sources,
         canonical_topic=catalogue["canonical"].name,
-        canonical_subject=catalogue["canonical"].subject,
+        canonical_subject=catalogue["canonical"].avro_subject,
         dlq_topic=catalogue["dlq"].name,
-        dlq_subject=catalogue["dlq"].subject,
+        dlq_subject=catalogue["dlq"].avro_subject,
         batch_size=settings.ingest_batch_size,
         commit_interval_s=settings.ingest_commit_interval_s,
         **overrides,

@@ -25,7 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omnipipe", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("worker", help="run a pipeline worker (embedded broker if KAFKA_BOOTSTRAP_SERVERS is unset)")
+    sub.add_parser(
+        "worker", help="run a pipeline worker (embedded broker if KAFKA_BOOTSTRAP_SERVERS is unset)"
+    )
     sub.add_parser("topics", help="create the topics declared in topologies/ (idempotent)")
 
     sim = sub.add_parser("simulate", help="publish simulated omnichannel journeys")

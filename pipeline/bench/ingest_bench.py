@@ -54,8 +54,9 @@ def _preload(settings: Settings, catalogue: TopicCatalogue, events: int, custome
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_config=librdkafka_config(settings), catalogue=catalogue,
     )
+    per_topic = ", ".join(f"{k}={v}" for k, v in sorted(stats.events_per_topic.items()))
     print(f"pre-loaded {stats.events:,} events over {customers:,} customers in "
-          f"{time.perf_counter() - t0:.1f}s ({', '.join(f'{k}={v}' for k, v in sorted(stats.events_per_topic.items()))})")
+          f"{time.perf_counter() - t0:.1f}s ({per_topic})")
     if stats.delivery_errors:
         raise RuntimeError(f"{stats.delivery_errors} records failed to pre-load")
     return stats.events

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -19,7 +21,7 @@ class TopicSetupError(OmnipipeError):
 
 
 def ensure_topics(
-    client_config: dict[str, object], catalogue: TopicCatalogue, timeout_s: float = 30.0
+    client_config: Mapping[str, Any], catalogue: TopicCatalogue, timeout_s: float = 30.0
 ) -> dict[str, str]:
     """Create missing topics; existing ones are left as they are.
 

@@ -130,12 +130,12 @@ class EmbeddedBroker:
             out = self._log_file
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "warn")
-        self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, fixed args
+        self._proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=out,  # type: ignore[arg-type]
             stderr=out,  # type: ignore[arg-type]
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for PDEATHSIG
+            preexec_fn=_die_with_parent,
             env=env,
         )
         atexit.register(self.stop)

@@ -46,13 +46,14 @@ def iter_topic(
             batch = consumer.consume(num_messages=5000, timeout=0.2)
             for msg in batch:
                 err = msg.error()
+                part: int = msg.partition()  # type: ignore[assignment]
                 if err is not None:
                     if err.code() == err._PARTITION_EOF:
-                        at_eof.add(msg.partition())
+                        at_eof.add(part)
                     continue
-                at_eof.discard(msg.partition())
+                at_eof.discard(part)
                 last_data = time.monotonic()
-                yield Record(msg.partition(), msg.offset(), msg.key(), msg.value())
+                yield Record(part, msg.offset(), msg.key(), msg.value())  # type: ignore[arg-type]
             if len(at_eof) == len(partitions) and time.monotonic() - last_data >= idle_s:
                 return
         raise TimeoutError(f"reading {topic} did not reach its end within {timeout_s}s")

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import faust
+from faust.types import TableT
 from faust.web import Request, Response, View
 
 from pipeline.contracts.codec import AvroCodec
@@ -21,7 +22,7 @@ from pipeline.topology.catalogue import TopicCatalogue
 log = logging.getLogger(__name__)
 
 
-def register_dlq_summary(app: faust.App, catalogue: TopicCatalogue, codec: AvroCodec) -> faust.Table:
+def register_dlq_summary(app: faust.App, catalogue: TopicCatalogue, codec: AvroCodec) -> TableT:
     dlq = catalogue["dlq"]
     changelog = catalogue["dlq_summary_changelog"]
     topic = app.topic(dlq.name, key_type=bytes, value_type=bytes,

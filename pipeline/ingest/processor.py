@@ -100,7 +100,7 @@ class IngestProcessor:
                 )
             try:
                 record = self._decoder.decode(value, source.subject)
-            except Exception as exc:  # noqa: BLE001 - every failure is a dead letter
+            except Exception as exc:
                 reason = _REASONS.get(getattr(exc, "reason", ""), Reason.NOT_AVRO)
                 return self._reject(reason, str(exc), topic, partition, offset, timestamp_ms,
                                     key, value, now_ms, getattr(exc, "schema_id", None))
@@ -139,7 +139,7 @@ class IngestProcessor:
                 return self._reject(reason, str(exc), topic, partition, offset, timestamp_ms,
                                     key, value, now_ms)
             return Accepted(profile_key, event)
-        except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker
+        except Exception as exc:
             return self.internal_error(topic, partition, offset, timestamp_ms, key, value, now_ms, exc)
 
     @staticmethod

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     EMPTY = "empty"
     OVERSIZE = "oversize"
     BAD_MAGIC_BYTE = "bad_magic_byte"

@@ -199,9 +199,10 @@ class IngestLoop:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err)
                 continue
-            topic = msg.topic()
-            partition = msg.partition()
-            offset = msg.offset()
+            # never None for a message without error
+            topic: str = msg.topic()  # type: ignore[assignment]
+            partition: int = msg.partition()  # type: ignore[assignment]
+            offset: int = msg.offset()  # type: ignore[assignment]
             n_in += 1
             label = labels.get(topic, CONTROL)
             consumed[label] = consumed.get(label, 0) + 1
@@ -215,10 +216,11 @@ class IngestLoop:
             if type(result) is Accepted:
                 try:
                     value = encode(cfg.canonical_subject, result.event)
-                except Exception as exc:  # noqa: BLE001 - a bug in normalisation, not in the input
+                except Exception as exc:
                     result = self._processor.internal_error(
                         topic, partition, offset, ts, msg.key(), msg.value(), now_ms, exc
                     )
+            key: bytes | None
             if type(result) is Accepted:
                 key = result.key.encode()
                 out_topic = cfg.canonical_topic

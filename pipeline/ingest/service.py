@@ -34,7 +34,7 @@ class IngestService(Service):
     def _run(self) -> None:
         try:
             self.ingest.run()
-        except BaseException as exc:  # noqa: BLE001 - reported to the worker
+        except BaseException as exc:
             log.exception("ingest stage failed")
             if self._event_loop is not None and not self._event_loop.is_closed():
                 asyncio.run_coroutine_threadsafe(self.crash(exc), self._event_loop)

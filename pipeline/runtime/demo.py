@@ -81,7 +81,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             port = _free_port()
             url = f"http://127.0.0.1:{port}/metrics"
             worker_log = open(log_dir / "worker.log", "wb")  # noqa: SIM115 - closed below
-            worker = subprocess.Popen(  # noqa: S603 - our own CLI
+            worker = subprocess.Popen(
                 [sys.executable, "-m", "pipeline", "worker"],
                 env=_worker_env(resolved, port),
                 stdout=worker_log, stderr=subprocess.STDOUT,

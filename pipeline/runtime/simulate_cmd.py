@@ -62,7 +62,7 @@ def start_simulation(
                 client_config=librdkafka_config(settings),
                 catalogue=catalogue, stop=stop,
             ))
-        except BaseException as exc:  # noqa: BLE001 - handed to join()
+        except BaseException as exc:
             run.errors.append(exc)
 
     run.thread = threading.Thread(target=target, name="omnipipe-simulator", daemon=True)

@@ -237,7 +237,7 @@ def publish(
             raise ValueError("publish() needs a producer or bootstrap_servers")
         producer = make_producer(bootstrap_servers, client_config, stats)
     cat = catalogue or load_catalogue()
-    topics = {spec.key: (spec.name, spec.subject) for spec in cat.ingest_sources}
+    topics = {spec.key: (spec.name, spec.avro_subject) for spec in cat.ingest_sources}
     input_keys = [spec.key for spec in cat.inputs]
     injection = bad or BadInjection()
     bad_topics = list(injection.topic_keys or input_keys)

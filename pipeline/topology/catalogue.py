@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ _CLEANUP = {"delete", "compact", "compact,delete"}
 CHANNELS = ("WEB", "APP", "POS", "CALLCENTER", "EMAIL", "PUSH", "SMS")
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     INPUT = "input"
     CONTROL = "control"
     INTERNAL = "internal"
@@ -43,6 +43,13 @@ class TopicSpec:
     retention_ms: int
     cleanup_policy: str
     channel: str | None = None
+
+    @property
+    def avro_subject(self) -> str:
+        """The subject of an Avro topic; internal Faust changelogs have none."""
+        if self.subject is None:
+            raise TopologyError(f"topic {self.name} carries no Avro subject")
+        return self.subject
 
     def config(self) -> dict[str, str]:
         """Broker-side topic configuration."""
@@ -144,7 +151,8 @@ def load_catalogue(path: Path | None = None) -> TopicCatalogue:
         if cleanup not in _CLEANUP:
             raise TopologyError(f"{where}: cleanup_policy {cleanup!r} is not one of {sorted(_CLEANUP)}")
         retention = entry["retention_ms"]
-        if not isinstance(retention, int) or isinstance(retention, bool) or (retention < 1 and retention != -1):
+        valid_retention = isinstance(retention, int) and not isinstance(retention, bool)
+        if not valid_retention or (retention < 1 and retention != -1):
             raise TopologyError(f"{where}: retention_ms must be a positive integer or -1, got {retention!r}")
         channel = entry.get("channel")
         if channel is not None and channel not in CHANNELS:

@@ -123,7 +123,8 @@ def test_topics_hold_every_good_event_and_exactly_the_bad_ones(broker: EmbeddedB
     assert Counter(d["reason"] for d in dead) == Counter(b.reason for b in truth.bad)
     assert Counter(d["source_topic"] for d in dead) == Counter(b.topic for b in truth.bad)
     for d in dead:
-        assert d["source_offset"] >= 0 and d["value"] is not None or d["reason"] == "empty"
+        assert d["source_offset"] >= 0
+        assert d["value"] is not None or d["reason"] == "empty"
 
 
 def test_no_raw_pii_leaves_ingest(broker: EmbeddedBroker, run: dict) -> None:
