@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_SECONDS ?= 60
 BENCH_EVENTS ?= 500000
+BENCH_REPEAT ?= 3
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-unit lint bench schemas clean
@@ -34,8 +35,8 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check pipeline tests
 	$(BIN)/mypy
 
-bench: $(STAMP) ## ingest vs raw aiokafka passthrough, ratios from one run (BENCH_EVENTS=500000)
-	$(BIN)/omnipipe bench --events $(BENCH_EVENTS)
+bench: $(STAMP) ## ingest vs raw passthroughs, ratios from one run (BENCH_EVENTS=500000 BENCH_REPEAT=3)
+	$(BIN)/omnipipe bench --events $(BENCH_EVENTS) --repeat $(BENCH_REPEAT)
 
 schemas: $(STAMP) ## register changed schema sources as new versions (checks compatibility)
 	$(BIN)/python -m pipeline.contracts.register

@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="broker + worker + simulator with a live summary")
     demo.add_argument("--seconds", type=float, default=60.0, help="run for N seconds (Ctrl-C stops earlier)")
-    demo.add_argument("--customers", type=int, default=2000)
+    demo.add_argument("--customers", type=int, default=0, help="0 = enough for the whole run")
     demo.add_argument("--rate", type=float, default=2000.0)
     demo.add_argument("--bad", type=int, default=50)
 
@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--customers", type=int, default=100_000)
     bench.add_argument("--partitions", type=int, default=4)
     bench.add_argument("--repeat", type=int, default=1)
+    bench.add_argument("--with-faust", action="store_true",
+                       help="also measure plain Faust agents (consume only; one send per event)")
+    bench.add_argument("--faust-events", type=int, default=100_000)
     return p
 
 

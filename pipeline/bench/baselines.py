@@ -82,3 +82,19 @@ def librdkafka_passthrough(
         return seen / (time.perf_counter() - started)
     finally:
         consumer.close()
+
+
+def faust_agent(bootstrap: str, topics: Sequence[str], expected: int, mode: str, out_topic: str) -> float:
+    """Events/s of a plain Faust agent (``consume`` or ``send``), in a subprocess."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(  # noqa: S603 - our own module
+        [sys.executable, "-m", "pipeline.bench.faust_baseline", bootstrap, ",".join(topics),
+         str(expected), mode, out_topic],
+        capture_output=True, text=True, timeout=1800,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RATE "):
+            return float(line.split()[1])
+    raise RuntimeError(f"Faust baseline failed: {proc.stderr[-2000:]}")

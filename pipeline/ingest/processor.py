@@ -175,6 +175,44 @@ class IngestProcessor:
         exc: BaseException,
     ) -> Rejected:
         """Dead-letter a record our own code failed on; the type names the bug, not the data."""
+        return self._reject(
+            Reason.INTERNAL_ERROR, f"{type(exc).__name__} while processing", topic, partition, offset,
+            timestamp_ms, key, value[: self._rules.max_record_bytes] if value else value, now_ms,
+        )
+
+    @staticmethod
+    def _reject(
+        reason: Reason,
+        detail: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        now_ms: int,
+        schema_id: int | None = None,
+    ) -> Rejected:
+        return Rejected(
+            reason,
+            dead_letter(
+                reason=reason, detail=detail, topic=topic, partition=partition, offset=offset,
+                timestamp_ms=timestamp_ms, key=key, value=value, now_ms=now_ms, schema_id=schema_id,
+            ),
+        )
+
+    def internal_error(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        now_ms: int,
+        exc: BaseException,
+    ) -> Rejected:
+        """Dead-letter a record our own code failed on; the type names the bug, not the data."""
         return Rejected(
             Reason.INTERNAL_ERROR,
             dead_letter(

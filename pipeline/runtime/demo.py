@@ -23,6 +23,7 @@ from pipeline.metrics.scrape import Scrape, scrape
 from pipeline.runtime.cluster import cluster, load_topology, prepare_topics
 from pipeline.runtime.simulate_cmd import SimulationRun, start_simulation
 from pipeline.settings import Settings
+from pipeline.simulate.journeys import EXPECTED_EVENTS_PER_CUSTOMER
 
 CHANNEL_COLUMNS = ("web", "app", "pos", "callcenter", "email", "push", "sms", "control")
 
@@ -91,11 +92,15 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                       f"{' (embedded Tansu, memory)' if settings.embedded else ''}")
                 print(f"  worker pid {worker.pid}, metrics at {url}, log {log_dir / 'worker.log'}")
                 _wait_metrics(url, worker)
+                # enough customers to keep the simulator busy for the whole run
+                customers = args.customers or max(
+                    100, int(args.rate * args.seconds / EXPECTED_EVENTS_PER_CUSTOMER)
+                )
                 sim: SimulationRun = start_simulation(
-                    resolved, catalogue, customers=args.customers, seed=1, rate=args.rate,
+                    resolved, catalogue, customers=customers, seed=1, rate=args.rate,
                     duration=args.seconds, bad=args.bad, truth=log_dir / "truth.jsonl", stop=stop,
                 )
-                print(f"  simulator: {args.customers} customers at {args.rate:.0f} events/s, "
+                print(f"  simulator: {customers} customers at {args.rate:.0f} events/s, "
                       f"{args.bad} malformed records injected; Ctrl-C stops")
                 header = " ".join(f"{c[:6]:>6}" for c in CHANNEL_COLUMNS)
                 print(f"\n  time   in/s  | {header} |  accepted    dlq")
