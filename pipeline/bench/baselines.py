@@ -94,7 +94,10 @@ def faust_agent(bootstrap: str, topics: Sequence[str], expected: int, mode: str,
          str(expected), mode, out_topic],
         capture_output=True, text=True, timeout=1800,
     )
+    # Faust's terminal spinner may prefix the line with escape codes
     for line in proc.stdout.splitlines():
-        if line.startswith("RATE "):
-            return float(line.split()[1])
-    raise RuntimeError(f"Faust baseline failed: {proc.stderr[-2000:]}")
+        if "RATE " in line:
+            return float(line.split("RATE ", 1)[1].split()[0])
+    raise RuntimeError(
+        f"Faust baseline exited with {proc.returncode}: {proc.stdout[-1000:]} {proc.stderr[-2000:]}"
+    )

@@ -42,7 +42,8 @@ def main(bootstrap: str, topics: str, expected: int, mode: str, out_topic: str) 
                 os._exit(0)
 
     app.agent(source, name="bench")(agent)
-    Worker(app, loglevel="error", quiet=True).execute_from_commandline()
+    sys.argv = sys.argv[:1]  # the worker must not see our arguments
+    Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
 if __name__ == "__main__":
