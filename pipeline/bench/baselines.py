@@ -89,7 +89,7 @@ def faust_agent(bootstrap: str, topics: Sequence[str], expected: int, mode: str,
     import subprocess
     import sys
 
-    proc = subprocess.run(  # noqa: S603 - our own module
+    proc = subprocess.run(
         [sys.executable, "-m", "pipeline.bench.faust_baseline", bootstrap, ",".join(topics),
          str(expected), mode, out_topic],
         capture_output=True, text=True, timeout=1800,

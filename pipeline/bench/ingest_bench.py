@@ -63,7 +63,7 @@ def _preload(settings: Settings, catalogue: TopicCatalogue, events: int, custome
 
 
 def _run_ingest(settings: Settings, catalogue: TopicCatalogue, expected: int) -> float:
-    codec = build_codec(settings, max_record_size=2 * settings.max_record_bytes)
+    codec = build_codec(settings, max_record_size=2 * settings.max_record_bytes, strict_encode=False)
     loop = build_ingest(settings, catalogue, codec, CollectorRegistry())
     loop.config.group_id = f"bench-ingest-{uuid.uuid4().hex[:6]}"
     thread = threading.Thread(target=loop.run, name="bench-ingest")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from pipeline.ingest.canonical import FieldError, check_control, to_canonical
 from pipeline.ingest.dead_letter import dead_letter
@@ -32,8 +32,9 @@ class SourceTopic:
     channel: str | None  # None for control.privacy
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(NamedTuple):
+    """A tuple: created for every event, and tuples are the cheapest immutable record."""
+
     key: str
     event: dict[str, Any]
 
@@ -178,47 +179,4 @@ class IngestProcessor:
         return self._reject(
             Reason.INTERNAL_ERROR, f"{type(exc).__name__} while processing", topic, partition, offset,
             timestamp_ms, key, value[: self._rules.max_record_bytes] if value else value, now_ms,
-        )
-
-    @staticmethod
-    def _reject(
-        reason: Reason,
-        detail: str,
-        topic: str,
-        partition: int,
-        offset: int,
-        timestamp_ms: int | None,
-        key: bytes | None,
-        value: bytes | None,
-        now_ms: int,
-        schema_id: int | None = None,
-    ) -> Rejected:
-        return Rejected(
-            reason,
-            dead_letter(
-                reason=reason, detail=detail, topic=topic, partition=partition, offset=offset,
-                timestamp_ms=timestamp_ms, key=key, value=value, now_ms=now_ms, schema_id=schema_id,
-            ),
-        )
-
-    def internal_error(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        timestamp_ms: int | None,
-        key: bytes | None,
-        value: bytes | None,
-        now_ms: int,
-        exc: BaseException,
-    ) -> Rejected:
-        """Dead-letter a record our own code failed on; the type names the bug, not the data."""
-        return Rejected(
-            Reason.INTERNAL_ERROR,
-            dead_letter(
-                reason=Reason.INTERNAL_ERROR, detail=f"{type(exc).__name__} while processing",
-                topic=topic, partition=partition, offset=offset, timestamp_ms=timestamp_ms,
-                key=key, value=value[: self._rules.max_record_bytes] if value else value,
-                now_ms=now_ms,
-            ),
         )

@@ -19,7 +19,9 @@ def run_worker(settings: Settings) -> int:
 
     catalogue = load_topology(settings)
     # dead letters carry up to max_record_bytes of the raw record plus metadata
-    codec: AvroCodec = build_codec(settings, max_record_size=2 * settings.max_record_bytes)
+    codec: AvroCodec = build_codec(
+        settings, max_record_size=2 * settings.max_record_bytes, strict_encode=False
+    )
     with cluster(settings) as resolved:
         prepare_topics(resolved, catalogue)
         pipeline = build_app(resolved, catalogue, codec)
