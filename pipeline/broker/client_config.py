@@ -37,8 +37,9 @@ def faust_broker_kwargs(settings: Settings) -> dict[str, Any]:
 
     import faust
 
+    scheme = "tansu" if settings.local_broker else "kafka"
     kwargs: dict[str, Any] = {
-        "broker": ";".join(f"kafka://{h.strip()}" for h in bootstrap(settings).split(","))
+        "broker": ";".join(f"{scheme}://{h.strip()}" for h in bootstrap(settings).split(","))
     }
     protocol = settings.kafka_security_protocol
     if protocol in ("SSL", "SASL_SSL"):

@@ -164,3 +164,31 @@ def test_worker_stops_cleanly_on_sigterm(run: dict) -> None:
     worker = run["worker"]
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
+
+
+def test_dlq_table_recovers_from_its_changelog_after_restart(
+    broker: EmbeddedBroker, run: dict, tmp_path: Path
+) -> None:
+    """A new worker with empty local state rebuilds the table from the changelog, to its real end."""
+    assert run["worker"].wait(timeout=30) is not None  # the first worker is down
+    port = _port()
+    env = _env(broker, tmp_path, OMNIPIPE_WEB_PORT=str(port))  # fresh OMNIPIPE_DATA_DIR: no RocksDB
+    with open(tmp_path / "worker2.log", "wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "pipeline", "worker"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            view: dict = {}
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                assert worker.poll() is None, (tmp_path / "worker2.log").read_text()[-3000:]
+                with contextlib.suppress(OSError, ValueError):
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/dlq", timeout=5) as resp:
+                        view = json.loads(resp.read())
+                    if view.get("total") == BAD:
+                        break
+                time.sleep(0.5)
+            assert view.get("total") == BAD, view
+            assert view["by_reason"] == run["dlq_view"]["by_reason"]
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=30)
