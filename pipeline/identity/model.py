@@ -1,0 +1,236 @@
+"""Plain-data vocabulary of the identity graph: identifier refs, link events, refusals, limits.
+
+Everything here is immutable and free of I/O so the reference model, the
+partitioned rules and the evaluation speak exactly the same language.
+
+An identifier ref is ``kind:value`` with the ingest key prefixes
+(``cust``, ``card``, ``email``, ``phone``, ``dev``, ``anon``), strongest first.
+Kinds fall in two families, and the whole rule set rests on the split:
+
+* **stable** kinds (cust, card, email, phone) name a person; they are grouped
+  by union-find with merge protection and never move once the history that
+  decides them is known;
+* **roaming** kinds (dev, anon) name a device or browser, which several people
+  may share; they never glue stable identifiers together, they *follow* the
+  most recent stable identifier they were seen with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from pipeline.ingest.identifiers import KEY_PREFIX
+
+Ref = str
+"""An identifier as ``kind:value``; a profile id is the ref of the group's strongest identifier."""
+
+Incarnation = str
+"""One continuous life of a profile id: ``root#gen`` of the cluster root that started it."""
+INITIAL: Incarnation = ""
+"""The incarnation every identifier's own profile starts with, before any root decides it."""
+
+KINDS: tuple[str, ...] = ("cust", "card", "email", "phone", "dev", "anon")
+RANK: dict[str, int] = {kind: i for i, kind in enumerate(KINDS)}
+STABLE_KINDS = frozenset({"cust", "card", "email", "phone"})
+ROAMING_KINDS = frozenset({"dev", "anon"})
+
+#: Canonical event field -> kind prefix (e-mail and phone arrive hashed).
+FIELD_KIND: dict[str, str] = {
+    "customer_id": "cust",
+    "loyalty_card": "card",
+    "email_hash": "email",
+    "phone_hash": "phone",
+    "device_id": "dev",
+    "anonymous_id": "anon",
+}
+#: Any spelling of a kind a configuration may use (prefix, canonical field, raw field) -> prefix.
+KIND_ALIASES: dict[str, str] = {**{k: k for k in KINDS}, **FIELD_KIND, **KEY_PREFIX}
+
+
+def make_ref(kind: str, value: str) -> Ref:
+    """``kind:value``; the kind is checked so a typo can never create a new family."""
+    if kind not in RANK:
+        raise ValueError(f"unknown identifier kind {kind!r}; expected one of {KINDS}")
+    if not value:
+        raise ValueError(f"empty {kind} value")
+    return f"{kind}:{value}"
+
+
+def kind_of(ref: Ref) -> str:
+    kind = ref.partition(":")[0]
+    if kind not in RANK:
+        raise ValueError(f"not an identifier ref: {ref!r}")
+    return kind
+
+
+def strength(ref: Ref) -> tuple[int, str]:
+    """Sort key, smallest = strongest: kind rank, then value (a total, arrival-free order)."""
+    kind, _, value = ref.partition(":")
+    return RANK[kind], value
+
+
+def strongest(refs: Iterable[Ref]) -> Ref:
+    return min(refs, key=strength)
+
+
+def is_stable(ref: Ref) -> bool:
+    return kind_of(ref) in STABLE_KINDS
+
+
+class Stamp(NamedTuple):
+    """When an event happened; ``event_id`` breaks ties so the order is total and replayable."""
+
+    time: int
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEvent:
+    """The identity-relevant part of a canonical event: at most one identifier per kind."""
+
+    event_id: str
+    event_time: int
+    refs: tuple[Ref, ...]  # strongest first
+
+    def __post_init__(self) -> None:
+        if not self.refs:
+            raise ValueError(f"event {self.event_id!r} carries no identifier")
+        kinds = [kind_of(r) for r in self.refs]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"event {self.event_id!r} carries two identifiers of one kind")
+        if list(self.refs) != sorted(self.refs, key=strength):
+            object.__setattr__(self, "refs", tuple(sorted(self.refs, key=strength)))
+
+    @property
+    def stamp(self) -> Stamp:
+        return Stamp(self.event_time, self.event_id)
+
+    @property
+    def key(self) -> Ref:
+        """The strongest identifier: where the event enters the identity stage (ingest's key)."""
+        return self.refs[0]
+
+    @property
+    def stable(self) -> tuple[Ref, ...]:
+        return tuple(r for r in self.refs if is_stable(r))
+
+    @property
+    def roaming(self) -> tuple[Ref, ...]:
+        return tuple(r for r in self.refs if not is_stable(r))
+
+    @property
+    def device(self) -> Ref | None:
+        return next((r for r in self.refs if kind_of(r) == "dev"), None)
+
+    @classmethod
+    def from_canonical(cls, record: Mapping[str, Any]) -> LinkEvent:
+        """From a canonical event (or any dict with its identifier fields); empty values are absent."""
+        refs = tuple(make_ref(kind, str(record[f])) for f, kind in FIELD_KIND.items() if record.get(f))
+        return cls(str(record["event_id"]), int(record["event_time"]), refs)
+
+
+def as_link_event(event: LinkEvent | Mapping[str, Any]) -> LinkEvent:
+    return event if isinstance(event, LinkEvent) else LinkEvent.from_canonical(event)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRequest:
+    """The stable identifiers one event puts together, with the earliest stamp they were seen at.
+
+    A repeated set adds nothing (groups only grow and every refusal condition
+    only gets stronger with time), so one request per distinct set is kept:
+    the earliest, which is the one the time-ordered rules act on.
+    """
+
+    refs: frozenset[Ref]
+    stamp: Stamp
+
+
+class RefusalReason(StrEnum):
+    """Why a link was not applied (closed set: dashboards and the audit topic rely on it)."""
+
+    CUSTOMER_CONFLICT = "customer_conflict"  # would merge two different customer_ids
+    CARD_OWNED = "card_owned"  # the card already belongs to another customer
+    EMAIL_OWNED = "email_owned"
+    PHONE_OWNED = "phone_owned"
+    LIMIT_EXCEEDED = "limit_exceeded"  # the profile would hold too many identifiers of one kind
+
+
+OWNED_REASON: dict[str, RefusalReason] = {
+    "card": RefusalReason.CARD_OWNED,
+    "email": RefusalReason.EMAIL_OWNED,
+    "phone": RefusalReason.PHONE_OWNED,
+}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Refusal:
+    """A link that was refused: counted, published for review, never applied.
+
+    ``ref`` could not join ``anchor`` (the event's strongest identifier);
+    ``held_by`` is the profile ``ref`` stays with; ``kind`` is the kind at fault.
+    """
+
+    event_time: int
+    event_id: str
+    ref: Ref
+    anchor: Ref
+    held_by: Ref
+    reason: RefusalReason
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class MergeDecision:
+    """Profile ``source`` (one incarnation of it) was folded into ``target``; its id forwards there."""
+
+    source: Ref
+    source_incarnation: Incarnation
+    target: Ref
+    target_incarnation: Incarnation
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Most identifiers of a kind one profile may hold (absent kind = unlimited).
+
+    For stable kinds a link that would exceed the limit is refused
+    (``limit_exceeded``): a profile with fifty loyalty cards is a shop
+    counter or a staff account, and merging through it would be a false
+    merge. For roaming kinds the limit only caps the profile's identifier
+    listing (most recent first): a person with many cookies is still one
+    person, and detaching cookies would only lose their events.
+    """
+
+    per_kind: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        normalised: dict[str, int] = {}
+        for name, limit in self.per_kind.items():
+            kind = KIND_ALIASES.get(name)
+            if kind is None:
+                raise ValueError(f"unknown identifier kind {name!r} in limits")
+            if int(limit) < 1:
+                raise ValueError(f"limit for {kind} must be at least 1, got {limit}")
+            normalised[kind] = int(limit)
+        object.__setattr__(self, "per_kind", normalised)
+
+    @classmethod
+    def of(cls, limits: Limits | Mapping[str, int] | None) -> Limits:
+        if isinstance(limits, Limits):
+            return limits
+        return cls(dict(limits or {}))
+
+    def get(self, kind: str) -> int | None:
+        return self.per_kind.get(kind)
+
+    def exceeded(self, a: Mapping[str, int], b: Mapping[str, int]) -> str | None:
+        """The strongest stable kind whose count in groups ``a`` + ``b`` would pass its limit."""
+        for kind in KINDS:
+            limit = self.per_kind.get(kind)
+            if limit is not None and kind in STABLE_KINDS and a.get(kind, 0) + b.get(kind, 0) > limit:
+                return kind
+        return None
