@@ -157,6 +157,7 @@ class RefusalReason(StrEnum):
     EMAIL_OWNED = "email_owned"
     PHONE_OWNED = "phone_owned"
     LIMIT_EXCEEDED = "limit_exceeded"  # the profile would hold too many identifiers of one kind
+    ROAMING_FANOUT = "roaming_fanout"  # a device/cookie seen with too many stable identifiers: quarantined
 
 
 OWNED_REASON: dict[str, RefusalReason] = {
@@ -193,6 +194,10 @@ class MergeDecision:
     target_incarnation: Incarnation
 
 
+DEFAULT_MEMO_WINDOW = 4096
+"""Events remembered per entry identifier for redelivery (``Limits.memo_window``)."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """Most identifiers of a kind one profile may hold (absent kind = unlimited).
@@ -203,9 +208,25 @@ class Limits:
     merge. For roaming kinds the limit only caps the profile's identifier
     listing (most recent first): a person with many cookies is still one
     person, and detaching cookies would only lose their events.
+
+    ``roaming_fanout`` is the storm guard: the most *distinct* stable
+    identifiers one roaming identifier (device or cookie) may be seen with
+    (counted as the strongest stable identifier of each event carrying it, so
+    refs, not people: leave headroom for one person's customer_id, e-mail and
+    card). The sighting that brings the (``roaming_fanout`` + 1)-th one, in
+    event time, makes it a *storm identifier* (a bot cookie, a kiosk):
+    reported once (``roaming_fanout``) and from then on following nobody (see
+    ``reference.py``). None = unguarded. In a mapping it is the key
+    ``"roaming_fanout"`` next to the per-kind limits.
+
+    ``memo_window`` bounds the per-event memo at the identifier where events
+    enter (``IdentifierRecord.memo``): see ``rules.on_observe`` for the
+    redelivery window it gives. Key ``"memo_window"`` in a mapping.
     """
 
     per_kind: Mapping[str, int] = field(default_factory=dict)
+    roaming_fanout: int | None = None
+    memo_window: int = DEFAULT_MEMO_WINDOW
 
     def __post_init__(self) -> None:
         normalised: dict[str, int] = {}
@@ -217,12 +238,21 @@ class Limits:
                 raise ValueError(f"limit for {kind} must be at least 1, got {limit}")
             normalised[kind] = int(limit)
         object.__setattr__(self, "per_kind", normalised)
+        if self.roaming_fanout is not None:
+            if int(self.roaming_fanout) < 1:
+                raise ValueError(f"roaming_fanout must be at least 1, got {self.roaming_fanout}")
+            object.__setattr__(self, "roaming_fanout", int(self.roaming_fanout))
+        if int(self.memo_window) < 1:
+            raise ValueError(f"memo_window must be at least 1, got {self.memo_window}")
+        object.__setattr__(self, "memo_window", int(self.memo_window))
 
     @classmethod
     def of(cls, limits: Limits | Mapping[str, int] | None) -> Limits:
         if isinstance(limits, Limits):
             return limits
-        return cls(dict(limits or {}))
+        per_kind = dict(limits or {})
+        return cls(per_kind, per_kind.pop("roaming_fanout", None),
+                   per_kind.pop("memo_window", DEFAULT_MEMO_WINDOW))
 
     def get(self, kind: str) -> int | None:
         return self.per_kind.get(kind)

@@ -33,6 +33,21 @@ it favours obviousness over speed. The rules (DESIGN.md, "Identity model"):
 4. The profile id of a group is its strongest identifier; a roaming identifier
    takes the profile of what it follows (a device with no stable identifier is
    its own profile, with the cookies that follow it).
+5. Storm guard (``Limits.roaming_fanout`` = n): a roaming identifier counts
+   the *distinct* stable identifiers it was seen with (the strongest stable
+   identifier of each event carrying it, the one it would follow), in event
+   time. The event that brings the (n + 1)-th is refused once,
+   ``roaming_fanout`` (``ref`` = the roaming identifier, ``anchor`` = that
+   stable identifier, ``held_by`` = the roaming identifier itself), and from
+   then on the identifier is a *storm identifier*: it follows nobody — not
+   even its device — and is its own profile for good, with the cookies that
+   follow it if it is a device. (Not "keeps its last owner": that would file
+   a bot's traffic under whichever real customer happened to be last, and
+   which sighting was last before the storm is not knowable from bounded
+   state when sightings arrive out of order.) The rule only depends on the
+   n + 1 earliest distinct stable identifiers, so the partitioned
+   implementation decides it from a bounded record, in any arrival order,
+   and the storm's further sightings cost it O(1) (O(n)) and no new state.
 
 "Same grouping" means the same mapping identifier ref -> profile id for every
 identifier ever seen, and the same set of refusals.
@@ -83,6 +98,8 @@ class ReferenceModel:
         self._follows: dict[Ref, Ref] = {}  # roaming -> strongest stable of its latest stable event
         self._device: dict[Ref, Ref] = {}  # anon -> device of its latest event with one
         self._roaming: set[Ref] = set()
+        self._fanout: dict[Ref, set[Ref]] = {}  # roaming -> distinct stable seen (at most n, rule 5)
+        self._storm: set[Ref] = set()
         self._links: set[frozenset[Ref]] = set()
         self._seen: set[str] = set()
         self._last: Stamp | None = None
@@ -107,10 +124,28 @@ class ReferenceModel:
         device = ev.device
         for ref in ev.roaming:
             self._roaming.add(ref)
+            if ref in self._storm or (stable and self._storm_hit(ref, stable[0], ev)):
+                continue
             if stable:
                 self._follows[ref] = stable[0]
             if device is not None and ref != device:
                 self._device[ref] = device
+
+    def _storm_hit(self, ref: Ref, target: Ref, ev: LinkEvent) -> bool:
+        """Count ``target`` for roaming ``ref``; True when this sighting makes it a storm identifier."""
+        limit = self.limits.roaming_fanout
+        if limit is None:
+            return False
+        seen = self._fanout.setdefault(ref, set())
+        seen.add(target)
+        if len(seen) <= limit:
+            return False
+        del self._fanout[ref]
+        self._storm.add(ref)
+        self._follows.pop(ref, None)
+        self._device.pop(ref, None)
+        self._refuse(ev, ref, target, ref, RefusalReason.ROAMING_FANOUT, kind_of(ref))
+        return True
 
     def _ensure(self, ref: Ref) -> None:
         if ref not in self._parent:
@@ -154,6 +189,8 @@ class ReferenceModel:
         """The profile id ``ref`` resolves to now (its own ref if never linked)."""
         if ref in self._parent:
             return self._roots[self._find(ref)].head
+        if ref in self._storm:
+            return ref
         target = self._follows.get(ref) or self._device.get(ref)
         return self.profile_of(target) if target is not None else ref
 
@@ -163,6 +200,10 @@ class ReferenceModel:
 
     def refusals(self) -> list[Refusal]:
         return sorted(self._refusals)
+
+    def storms(self) -> frozenset[Ref]:
+        """Roaming identifiers quarantined by the storm guard (rule 5)."""
+        return frozenset(self._storm)
 
 
 def reference_grouping(events: Iterable[LinkEvent | Mapping[str, Any]],

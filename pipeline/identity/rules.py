@@ -4,8 +4,8 @@ How an event flows (see ``messages.py`` for the keyspaces):
 
 1. ``Observe`` reaches the identifier record of the event's strongest
    identifier. It answers at once with ``Resolved`` (the event, keyed by the
-   profile that identifier resolves to now; memoised per event id so a
-   redelivery resolves the same way), sends every roaming identifier on the
+   profile that identifier resolves to now; memoised per event id, in a
+   bounded window, so a redelivery resolves the same way), sends every roaming identifier on the
    event a ``Sighting``, and, when the event carries two or more stable
    identifiers, a link request: ``Append`` to the cluster root and ``Join`` to
    the other stable identifiers.
@@ -89,10 +89,31 @@ Out = list[Message]
 
 # =========================================================================== identifier records
 def on_observe(rec: IdentifierRecord, msg: Observe, limits: Limits) -> Out:
+    """Resolve the event where it enters, remembering the answer for its redeliveries.
+
+    The memo keeps the ``limits.memo_window`` most recently *arrived* event
+    ids (first deliveries; a redelivery neither adds nor refreshes one), so it
+    is bounded whatever the identifier's traffic — a bot cookie's page views
+    included. Redelivery window: a copy resolves exactly as the first delivery
+    did if fewer than ``memo_window`` other events entered at this identifier
+    in between. At-least-once redelivery replays what was not yet committed,
+    so the window must exceed what one identifier takes between two commits
+    (commit interval times its peak rate; the default, 4096, is generous). Arrival
+    order, not event time, decides eviction on purpose: a redelivery is close
+    to its first delivery in arrival, not in event time. Beyond the window a
+    copy resolves to the identifier's profile *now*: the same place unless the
+    resolution changed since, and no double count when the old profile
+    incarnation ended into the new one (the handover is a set union); only a
+    move to an unrelated profile (a shared device's next login) in between
+    would fold the copy in both.
+    """
     ev = msg.event
-    given = rec.memo.get(ev.event_id)
+    memo = rec.memo
+    given = memo.get(ev.event_id)
     if given is None:
-        given = rec.memo[ev.event_id] = (rec.profile, rec.incarnation)
+        given = memo[ev.event_id] = (rec.profile, rec.incarnation)
+        while len(memo) > limits.memo_window:
+            del memo[next(iter(memo))]  # the earliest arrival (dicts keep insertion order)
     out: Out = [Resolved(given[0], ev.event_id, given[1])]
     stable = ev.stable
     stable_target = stable[0] if stable else None
@@ -100,7 +121,7 @@ def on_observe(rec: IdentifierRecord, msg: Observe, limits: Limits) -> Out:
     for ref in ev.roaming:
         device_target = device if ref != device else None
         if ref == rec.ref:
-            out += _sight(rec, ev.stamp, stable_target, device_target)
+            out += _sight(rec, ev.stamp, stable_target, device_target, limits)
         else:
             out.append(Sighting(ref, ev.stamp, stable_target, device_target))
     if len(stable) >= 2:
@@ -110,11 +131,47 @@ def on_observe(rec: IdentifierRecord, msg: Observe, limits: Limits) -> Out:
 
 
 def on_sighting(rec: IdentifierRecord, msg: Sighting, limits: Limits) -> Out:
-    return _sight(rec, msg.stamp, msg.stable_target, msg.device_target)
+    return _sight(rec, msg.stamp, msg.stable_target, msg.device_target, limits)
 
 
-def _sight(rec: IdentifierRecord, stamp: Stamp, stable_target: Ref | None, device_target: Ref | None) -> Out:
+STORM_INCARNATION_TAG = "#storm"
+"""A storm identifier's own profile, revived after it had ended into another: ``ref#storm`` (once only)."""
+
+
+def _count_fanout(rec: IdentifierRecord, stamp: Stamp, target: Ref, limit: int) -> bool:
+    """Keep the ``limit + 1`` earliest distinct stable targets; True when the record changed.
+
+    Each target is kept at its earliest stamp, and a target whose earliest
+    stamp is not among the ``limit + 1`` smallest is dropped (it can never get
+    back in: the kept ones only move earlier). So the record is bounded, the
+    result depends only on the set of sightings, and the storm stamp — when
+    the (``limit`` + 1)-th distinct target first appeared — is the latest kept.
+    """
+    fanout = rec.fanout
+    current = fanout.get(target)
+    if current is not None and current <= stamp:
+        return False
+    if current is None and len(fanout) > limit and stamp > max(fanout.values()):
+        return False
+    fanout[target] = stamp
+    if len(fanout) > limit + 1:
+        del fanout[max(fanout, key=fanout.__getitem__)]
+    if len(fanout) > limit:
+        rec.storm = max((s, t) for t, s in fanout.items())
+    return True
+
+
+def _sight(rec: IdentifierRecord, stamp: Stamp, stable_target: Ref | None, device_target: Ref | None,
+           limits: Limits) -> Out:
     """Last-writer-wins by event stamp, so the registers end the same whatever the arrival order."""
+    limit = limits.roaming_fanout
+    if limit is not None and stable_target is not None:
+        was_storm = rec.storm is not None
+        _count_fanout(rec, stamp, stable_target, limit)
+        if rec.storm is not None:
+            return _storm_sight(rec, rec.fanout.get(stable_target) == stamp, was_storm)
+    elif rec.storm is not None:
+        return _storm_sight(rec, False, True)
     if stable_target is not None and (rec.stable_seen is None or stamp > rec.stable_seen[0]):
         rec.stable_seen = (stamp, stable_target)
     if device_target is not None and (rec.device_seen is None or stamp > rec.device_seen[0]):
@@ -131,6 +188,32 @@ def _sight(rec: IdentifierRecord, stamp: Stamp, stable_target: Ref | None, devic
     out: Out = [Unfollow(t, rec.ref, c) for t, c in rec.pending_unfollow.items()]
     if rec.target is not None and rec.via != rec.target and clock is not None:
         out.append(Follow(rec.target, rec.ref, clock))  # until the target's answer is in
+    return out
+
+
+def _storm_sight(rec: IdentifierRecord, defining: bool, was_storm: bool) -> Out:
+    """A sighting of a storm identifier: it follows nobody and is its own profile (``reference.py``, rule 5).
+
+    Cheap on purpose, since a storm is exactly the identifier seen most: no
+    register moves, no Follow goes out, and a sighting that is not one of the
+    ``limit + 1`` kept in ``fanout`` (``defining``) only re-sends the outbox
+    (O(1) for a cookie; none in steady state). The sighting that made the
+    storm, and any that moved a kept stamp since, are always kept ones, so
+    their replays re-send the full announcement if its first copy was lost.
+    """
+    news: Out | None = None
+    if not was_storm:
+        if rec.target is not None and rec.clock is not None:
+            rec.pending_unfollow[rec.target] = rec.clock
+        rec.target, rec.via = None, None
+        # its own profile had ended into another (merged_into): start it again, under a new incarnation
+        news = _resolve(rec, rec.ref, rec.ref + STORM_INCARNATION_TAG) if rec.merged_into is not None else []
+    out: Out = [Unfollow(t, rec.ref, c) for t, c in rec.pending_unfollow.items()]
+    if news is not None or defining:
+        return out + _announce(rec, news)
+    out += [Leave(p, rec.ref, seq) for p, seq in rec.pending_leave.items()]
+    if rec.merged_into is not None:
+        out.append(ProfileEnd(rec.ref, INITIAL, rec.merged_into[0], rec.merged_into[1], None))
     return out
 
 

@@ -195,8 +195,10 @@ class PartitionedSimulation:
         return {rec.ref: rec.profile for rec in self.identifiers()}
 
     def refusals(self) -> list[Refusal]:
-        """Refusals as decided by the cluster roots now (a late event can overturn one)."""
-        return sorted(r for rec in self.clusters() if rec.is_root for r in rec.refusals)
+        """Refusals as the cluster roots and the storm guard decide them now (a late event can move one)."""
+        storms = (rec.storm_refusal for rec in self.identifiers())
+        return sorted([*(r for rec in self.clusters() if rec.is_root for r in rec.refusals),
+                       *(r for r in storms if r is not None)])
 
     def folded(self) -> dict[str, list[tuple[Ref, Incarnation]]]:
         """Event id -> every (profile, incarnation) holding it; exactly one each when all is well."""

@@ -21,6 +21,7 @@ from pipeline.identity.model import (
     MergeDecision,
     Ref,
     Refusal,
+    RefusalReason,
     Stamp,
     is_stable,
     kind_of,
@@ -50,8 +51,11 @@ class IdentifierRecord:
     via: Ref | None = None  # roaming: the target whose resolution is cached (None: not yet confirmed)
     via_seq: int = -1
     merged_into: tuple[Ref, Incarnation] | None = None  # roaming: where its own profile's state went
+    fanout: dict[Ref, Stamp] = field(default_factory=dict)  # roaming: n+1 earliest distinct stable seen
+    storm: tuple[Stamp, Ref] | None = None  # roaming: when (and with what) it became a storm identifier
     followers: dict[Ref, tuple[Stamp, bool]] = field(default_factory=dict)  # -> (clock, active)
-    memo: dict[str, tuple[Ref, Incarnation]] = field(default_factory=dict)  # event_id -> resolution given
+    # event_id -> resolution given; the Limits.memo_window latest arrivals, oldest first (rules.on_observe)
+    memo: dict[str, tuple[Ref, Incarnation]] = field(default_factory=dict)
     pending_unfollow: dict[Ref, Stamp] = field(default_factory=dict)  # outbox
     pending_leave: dict[Ref, int] = field(default_factory=dict)  # outbox: profile -> seq
 
@@ -63,6 +67,15 @@ class IdentifierRecord:
     @property
     def stable(self) -> bool:
         return bool(self.cluster)
+
+    @property
+    def storm_refusal(self) -> Refusal | None:
+        """The one ``roaming_fanout`` refusal of a storm identifier (its stamp can only move earlier)."""
+        if self.storm is None:
+            return None
+        stamp, anchor = self.storm
+        return Refusal(stamp.time, stamp.event_id, self.ref, anchor, self.ref, RefusalReason.ROAMING_FANOUT,
+                       kind_of(self.ref))
 
     @property
     def owner(self) -> Ref | None:

@@ -8,7 +8,9 @@ Two shapes, because each finds what the other misses:
 * ``journey_histories``: people doing recognisable things (store visits with a
   card long before it is registered online, web and app logins, a family
   tablet two people log in on, calls, e-mails), plus deliberate conflicting
-  claims (someone else's card, e-mail or phone used with another account).
+  claims (someone else's card, e-mail or phone used with another account),
+  and now and then a bot: one cookie or kiosk device shared by many accounts
+  (the storm guard's case, ``roaming_fanout``).
 
 Both add redeliveries: copies of earlier events, same id and content.
 """
@@ -23,7 +25,9 @@ Event = dict[str, Any]
 FIELDS = ("customer_id", "loyalty_card", "email_hash", "phone_hash", "device_id", "anonymous_id")
 
 LIMITS = st.sampled_from([None, {"card": 1}, {"loyalty_card": 2, "email": 1, "phone": 1},
-                          {"card": 1, "email": 1, "phone": 1, "anon": 1, "dev": 1}])
+                          {"card": 1, "email": 1, "phone": 1, "anon": 1, "dev": 1},
+                          {"roaming_fanout": 1}, {"card": 1, "roaming_fanout": 2},
+                          {"email": 1, "roaming_fanout": 3}])
 
 
 def _redeliver(draw: st.DrawFn, events: list[Event]) -> list[Event]:
@@ -97,6 +101,15 @@ def journey_histories(draw: st.DrawFn, max_people: int = 4) -> list[Event]:
     for claimer, victim, field in draw(st.lists(claims, max_size=3)):
         value = {"loyalty_card": "K", "email_hash": "m", "phone_hash": "p"}[field] + str(victim)
         emit((0, 100), customer_id=f"C{claimer}", **{field: value})
+    bot_field = draw(st.sampled_from([None, None, "anonymous_id", "device_id"]))
+    if bot_field is not None:  # one bot identifier seen with many people's identifiers, and on its own
+        for p in draw(st.lists(st.integers(0, people - 1), min_size=1, max_size=8)):
+            stable = draw(st.sampled_from([{"customer_id": f"C{p}"}, {"email_hash": f"m{p}"},
+                                           {"loyalty_card": f"K{p}", "customer_id": f"C{p}"}]))
+            emit((0, 100), **stable, **{bot_field: "bot"})
+        for _ in range(draw(st.integers(0, 3))):
+            extra = {"anonymous_id": f"ck-bot-{draw(st.integers(0, 1))}"} if bot_field == "device_id" else {}
+            emit((0, 100), **{bot_field: "bot"}, **extra)
     return _redeliver(draw, events)
 
 

@@ -18,6 +18,7 @@ from pipeline.identity.messages import (
     HandoverAck,
     Join,
     Leave,
+    LeaveAck,
     Message,
     Observe,
     ProfileEnd,
@@ -25,6 +26,7 @@ from pipeline.identity.messages import (
     Resolved,
     Sighting,
     Unfollow,
+    UnfollowAck,
     Union,
 )
 from pipeline.identity.model import INITIAL, Limits, LinkEvent, LinkRequest, Stamp
@@ -192,3 +194,54 @@ def test_the_simulator_without_faults_folds_history_where_it_happened() -> None:
         sim.run([step])
     where = {e: places[0][0] for e, places in sim.folded().items()}
     assert where == {"e1": "cust:A", "e2": "cust:A", "e3": "cust:B", "e4": "cust:B"}
+
+
+def test_a_storm_identifier_stops_following_and_its_sightings_cost_no_state() -> None:
+    limits = Limits(roaming_fanout=2)
+    rec = IdentifierRecord("anon:bot")
+    handle(Sighting("anon:bot", Stamp(1, "a"), "cust:A", None), rec, limits)
+    handle(Resolution("anon:bot", "cust:A", "cust:A", "cust:A#1", 1), rec, limits)
+    assert rec.profile == "cust:A" and rec.merged_into == ("cust:A", "cust:A#1")
+    handle(Sighting("anon:bot", Stamp(2, "b"), "cust:B", None), rec, limits)
+    out = handle(Sighting("anon:bot", Stamp(3, "c"), "cust:C", None), rec, limits)  # third distinct: storm
+    assert rec.storm == (Stamp(3, "c"), "cust:C") and rec.target is None
+    assert (rec.profile, rec.incarnation) == ("anon:bot", "anon:bot#storm")  # its own profile, revived once
+    assert Unfollow("cust:B", "anon:bot", Stamp(2, "b")) in out and Leave("cust:A", "anon:bot", 2) in out
+    assert not any(isinstance(m, Follow) for m in out)
+    for old in ("cust:A", "cust:B"):
+        handle(UnfollowAck("anon:bot", old, Stamp(2, "b")), rec, limits)
+    handle(LeaveAck("anon:bot", "cust:A", 2), rec, limits)
+    before = pickle.dumps(rec)
+    for i in range(4, 200):  # the storm goes on: nothing to send, nothing to keep
+        assert handle(Sighting("anon:bot", Stamp(i, f"s{i}"), f"cust:X{i}", None), rec, limits) == [
+            ProfileEnd("anon:bot", INITIAL, "cust:A", "cust:A#1", None)]
+    assert pickle.dumps(rec) == before and len(rec.fanout) == 3
+    handle(Sighting("anon:bot", Stamp(0, "z"), "cust:Z", None), rec, limits)  # a late, earlier login
+    assert rec.storm == (Stamp(2, "b"), "cust:B") and set(rec.fanout) == {"cust:Z", "cust:A", "cust:B"}
+    assert rec.storm_refusal is not None and rec.storm_refusal.event_id == "b"
+
+
+def test_a_storm_identifier_that_never_resolved_elsewhere_keeps_its_first_incarnation() -> None:
+    rec = IdentifierRecord("dev:kiosk")
+    limits = Limits(roaming_fanout=1)
+    handle(Sighting("dev:kiosk", Stamp(5, "b"), "cust:B", None), rec, limits)
+    out = handle(Sighting("dev:kiosk", Stamp(4, "a"), "cust:A", None), rec, limits)
+    assert rec.storm == (Stamp(5, "b"), "cust:B") and (rec.profile, rec.incarnation) == ("dev:kiosk", INITIAL)
+    assert out == [Unfollow("cust:B", "dev:kiosk", Stamp(5, "b"))]
+    handle(Resolution("dev:kiosk", "cust:B", "cust:B", INITIAL, 3), rec, limits)  # a late answer: ignored
+    assert rec.profile == "dev:kiosk"
+
+
+def test_the_observe_memo_is_a_bounded_window_of_the_latest_arrivals() -> None:
+    limits = Limits(memo_window=3)
+    rec = IdentifierRecord("anon:x")
+    for i in range(10):
+        handle(Observe(LinkEvent(f"e{i}", 100 - i, ("anon:x",))), rec, limits)
+        if i == 7:
+            rec.profile, rec.incarnation = "cust:A", "cust:A#1"  # resolution changes after e7
+    assert list(rec.memo) == ["e7", "e8", "e9"]
+    again = handle(Observe(LinkEvent("e7", 93, ("anon:x",))), rec, limits)  # within the window
+    assert again[0] == Resolved("anon:x", "e7", INITIAL) and list(rec.memo) == ["e7", "e8", "e9"]
+    late = handle(Observe(LinkEvent("e2", 98, ("anon:x",))), rec, limits)  # beyond it: resolves as now
+    assert late[0] == Resolved("cust:A", "e2", "cust:A#1") and list(rec.memo) == ["e8", "e9", "e2"]
+

@@ -52,3 +52,14 @@ def test_limits_accept_any_spelling_of_a_kind() -> None:
         Limits({"cookie": 1})
     with pytest.raises(ValueError):
         Limits({"card": 0})
+
+
+def test_the_storm_guard_is_configured_with_the_limits() -> None:
+    limits = Limits.of({"card": 2, "roaming_fanout": 50})
+    assert limits.per_kind == {"card": 2} and limits.roaming_fanout == 50
+    assert Limits.of(None).roaming_fanout is None
+    with pytest.raises(ValueError):
+        Limits.of({"roaming_fanout": 0})
+    assert Limits.of({"memo_window": 8}).memo_window == 8 and Limits().memo_window == 4096
+    with pytest.raises(ValueError):
+        Limits(memo_window=0)

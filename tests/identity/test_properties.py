@@ -88,3 +88,10 @@ def test_reference_guarantees(history: History, limits: dict[str, int] | None) -
             prefix = {"loyalty_card": "card"}.get(kind, kind)
             if prefix in ("card", "email", "phone"):
                 assert sum(r.startswith(prefix + ":") for r in refs) <= limit
+
+
+@settings(max_examples=15, deadline=None)
+@given(history=histories, limits=LIMITS, seed=st.integers(0, 2**32 - 1))
+def test_a_small_memo_window_still_agrees_when_redeliveries_stay_inside_it(
+        history: History, limits: dict[str, int] | None, seed: int) -> None:
+    check_against_reference(history, {**(limits or {}), "memo_window": 64}, 3, seed, Faults())

@@ -177,3 +177,37 @@ def test_reference_ties_in_event_time_are_broken_by_event_id() -> None:
     a_first = [ev(1, 10, customer_id="A", loyalty_card="K"), ev(2, 10, customer_id="B", loyalty_card="K")]
     assert reference_grouping(a_first).profile_of("card:K") == "cust:A"
     assert reference_grouping(a_first[::-1]).profile_of("card:K") == "cust:A"
+
+
+# ---------------------------------------------------------------------------- storm guard (roaming_fanout)
+def test_a_bot_cookie_shared_by_many_customers_is_reported_once_and_becomes_its_own_profile(
+        engine: Scenario) -> None:
+    events = [ev(i, 10 * i, customer_id=f"C{i}", anonymous_id="bot") for i in range(1, 7)]
+    events += [ev(7, 15, customer_id="C1", anonymous_id="bot"), ev(8, 80, anonymous_id="bot")]
+    grouping, refusals = engine(events, {"roaming_fanout": 3})
+    assert grouping["anon:bot"] == "anon:bot"  # follows nobody, not even the last login
+    assert all(grouping[f"cust:C{i}"] == f"cust:C{i}" for i in range(1, 7))
+    assert [(r.event_id, r.ref, r.anchor, r.held_by, r.reason, r.kind) for r in refusals] == [
+        ("e4", "anon:bot", "cust:C4", "anon:bot", RefusalReason.ROAMING_FANOUT, "anon")]
+
+
+def test_the_storm_is_decided_in_event_time_so_a_late_early_login_moves_it(engine: Scenario) -> None:
+    events = [ev(1, 10, customer_id="A", device_id="kiosk"), ev(2, 20, customer_id="B", device_id="kiosk"),
+              ev(3, 30, email_hash="m", device_id="kiosk"), ev(4, 5, customer_id="D", device_id="kiosk")]
+    _, refusals = engine(events, {"roaming_fanout": 2})
+    assert [(r.event_id, r.anchor) for r in refusals] == [("e2", "cust:B")]  # D(5), A(10), B(20) is third
+
+
+def test_repeat_logins_of_one_person_are_no_storm(engine: Scenario) -> None:
+    events = [ev(i, i, customer_id="A", device_id="phone") for i in range(1, 6)]
+    events.append(ev(6, 6, email_hash="m", device_id="phone"))
+    grouping, refusals = engine(events, {"roaming_fanout": 2})
+    assert grouping["dev:phone"] == "email:m" and refusals == []
+
+
+def test_cookies_of_a_storm_device_stay_with_the_device(engine: Scenario) -> None:
+    events = [ev(1, 1, device_id="kiosk", anonymous_id="x"), ev(2, 2, customer_id="A", device_id="kiosk"),
+              ev(3, 3, customer_id="B", device_id="kiosk"), ev(4, 4, device_id="kiosk", anonymous_id="y")]
+    grouping, refusals = engine(events, {"roaming_fanout": 1})
+    assert grouping["dev:kiosk"] == grouping["anon:x"] == grouping["anon:y"] == "dev:kiosk"
+    assert grouping["cust:A"] == "cust:A" and [r.reason for r in refusals] == [RefusalReason.ROAMING_FANOUT]
