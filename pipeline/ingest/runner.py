@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from pipeline.ingest.processor import Accepted, IngestProcessor, SourceTopic
 from pipeline.metrics.ingest import CONTROL, IngestMetrics
@@ -141,11 +141,29 @@ class IngestLoop:
                 "not committing, the stage stops and replays"
             )
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
-        consumer.commit(offsets=offsets, asynchronous=False)
         self._pending.clear()
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # e.g. a rebalance took the partitions: their records are re-read by
+            # the new owner (duplicates, never loss), so log and carry on.
+            self._metrics.commit_failures.inc()
+            log.warning("offset commit failed, records since the last commit will be re-read: %s", exc)
+            return
         self.stats.commits += 1
         self.stats.last_commit_at = time.perf_counter()
         self._metrics.commits.inc()
+
+    def _encode_dead_letter(self, record: dict[str, Any]) -> bytes:
+        """A dead letter must always be publishable, or one record would stop the stage for good."""
+        try:
+            return self._encode(self.config.dlq_subject, record)
+        except Exception as exc:
+            log.error("dead letter could not be encoded (%s); publishing it without its value",
+                      type(exc).__name__)
+            fallback = {**record, "value": None, "key": None,
+                        "detail": f"{record.get('reason')}; the dead letter itself failed to encode"}
+            return self._encode(self.config.dlq_subject, fallback)
 
     def run(self) -> None:
         consumer, producer = self._make_clients()
@@ -227,7 +245,7 @@ class IngestLoop:
                 accepted[label] = accepted.get(label, 0) + 1
                 n_ok += 1
             else:
-                value = encode(cfg.dlq_subject, result.dead_letter)  # type: ignore[union-attr]
+                value = self._encode_dead_letter(result.dead_letter)  # type: ignore[union-attr]
                 key = msg.key()
                 out_topic = cfg.dlq_topic
                 reason = result.reason.value  # type: ignore[union-attr]

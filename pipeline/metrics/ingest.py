@@ -56,6 +56,11 @@ class IngestMetrics:
             "Offset commits after all outputs of the processed records were acknowledged.",
             registry=registry,
         )
+        self.commit_failures = Counter(
+            "omnipipe_ingest_commit_failures_total",
+            "Offset commits the group refused (e.g. during a rebalance); those records are re-read.",
+            registry=registry,
+        )
         self._in = {c: self.events_in.labels(c) for c in labels}
         self._ok = {c: self.events_accepted.labels(c) for c in labels}
         self._dlq = {r: self.dlq.labels(r) for r in ALL_REASONS}
