@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from pipeline.errors import BrokerStartError
 
@@ -96,7 +97,7 @@ class EmbeddedBroker:
     startup_timeout_s: float = 20.0
     log_path: Path | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
-    _log_file: object | None = field(default=None, init=False, repr=False)
+    _log_file: BinaryIO | None = field(default=None, init=False, repr=False)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -123,7 +124,7 @@ class EmbeddedBroker:
             "--storage-engine",
             "memory://tansu/",
         ]
-        out: int | object = subprocess.DEVNULL
+        out: int | BinaryIO = subprocess.DEVNULL
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -133,8 +134,8 @@ class EmbeddedBroker:
         self._proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
-            stdout=out,  # type: ignore[arg-type]
-            stderr=out,  # type: ignore[arg-type]
+            stdout=out,
+            stderr=out,
             preexec_fn=_die_with_parent,
             env=env,
         )
@@ -169,7 +170,7 @@ class EmbeddedBroker:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
         if self._log_file is not None:
-            self._log_file.close()  # type: ignore[attr-defined]
+            self._log_file.close()
             self._log_file = None
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)

@@ -10,8 +10,9 @@ last batch and read it from there. Real Kafka needs none of this.
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -38,8 +39,6 @@ def fetched_highwaters(
         pending = {tp: max(0, off - 1) for tp, off in listed.items()}
         consumer.assign([TopicPartition(t, p, off) for (t, p), off in pending.items()])
         waiting = set(pending)
-        import time
-
         deadline = time.monotonic() + timeout_s
         while waiting and time.monotonic() < deadline:
             msg = consumer.poll(0.2)
@@ -57,6 +56,3 @@ def fetched_highwaters(
     finally:
         consumer.close()
 
-
-def as_tp_keys(items: Iterable[tuple[str, int, int]]) -> dict[tuple[str, int], int]:
-    return {(t, p): off for t, p, off in items}

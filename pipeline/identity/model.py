@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from pipeline.ingest.identifiers import KEY_PREFIX
+from pipeline.ingest.identifiers import KINDS as FIELD_KINDS
 
 Ref = str
 """An identifier as ``kind:value``; a profile id is the ref of the group's strongest identifier."""
@@ -32,7 +33,7 @@ Incarnation = str
 INITIAL: Incarnation = ""
 """The incarnation every identifier's own profile starts with, before any root decides it."""
 
-KINDS: tuple[str, ...] = ("cust", "card", "email", "phone", "dev", "anon")
+KINDS: tuple[str, ...] = tuple(KEY_PREFIX[field] for field in FIELD_KINDS)  # strongest first
 RANK: dict[str, int] = {kind: i for i, kind in enumerate(KINDS)}
 STABLE_KINDS = frozenset({"cust", "card", "email", "phone"})
 ROAMING_KINDS = frozenset({"dev", "anon"})

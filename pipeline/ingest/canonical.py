@@ -23,11 +23,6 @@ class FieldError(ValueError):
     """A field holds a value no later stage can apply (e.g. a negative amount)."""
 
 
-def valid_timezone(tz: str | None) -> str | None:
-    """IANA zone or None; an unknown zone is dropped, not fatal (counted by the caller)."""
-    return tz if tz in _ZONES else None
-
-
 def _amount(value: Any, field: str) -> float | None:
     if value is None:
         return None

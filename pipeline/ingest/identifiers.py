@@ -24,7 +24,6 @@ KEY_PREFIX = {
     "device_id": "dev",
     "anonymous_id": "anon",
 }
-HASHED_KINDS = ("email", "phone")
 
 _OPAQUE = re.compile(r"^[\x21-\x7e]{1,128}$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.][^@\s]*\.[^@\s.]{2,}$")

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from pipeline.ingest.canonical import FieldError, check_control, to_canonical
-from pipeline.ingest.dead_letter import dead_letter
 from pipeline.ingest.identifiers import IdentifierError, IdentifierResolver, PiiHasher
 from pipeline.ingest.reasons import Reason
 
@@ -81,88 +80,64 @@ class IngestProcessor:
         now_ms: int,
     ) -> Accepted | Rejected:
         try:
-            source = self._sources.get(topic)
-            if source is None:
-                return self._reject(Reason.UNKNOWN_TOPIC, f"ingest does not consume {topic}",
-                                    topic, partition, offset, timestamp_ms, key, value, now_ms)
-            if not value:
-                return self._reject(Reason.EMPTY, "record value is empty or null",
-                                    topic, partition, offset, timestamp_ms, key, value, now_ms)
-            rules = self._rules
-            if len(value) > rules.max_record_bytes:
-                # Keep a bounded prefix so the dead letter itself stays publishable;
-                # the source coordinates point at the full record.
-                return self._reject(
-                    Reason.OVERSIZE,
-                    f"record is {len(value)} bytes, limit is {rules.max_record_bytes}; "
-                    f"the dead letter keeps the first {rules.max_record_bytes} bytes",
-                    topic, partition, offset, timestamp_ms, key, value[: rules.max_record_bytes],
-                    now_ms,
-                )
-            try:
-                record = self._decoder.decode(value, source.subject)
-            except Exception as exc:
-                reason = _REASONS.get(getattr(exc, "reason", ""), Reason.NOT_AVRO)
-                return self._reject(reason, str(exc), topic, partition, offset, timestamp_ms,
-                                    key, value, now_ms, getattr(exc, "schema_id", None))
-            try:
-                ids = self._identifiers.resolve(record.get("identifiers"))
-            except IdentifierError as exc:
-                return self._reject(Reason.INVALID_IDENTIFIER, str(exc), topic, partition, offset,
-                                    timestamp_ms, key, value, now_ms)
-            profile_key = ids.strongest_key()
-            if profile_key is None:
-                return self._reject(Reason.MISSING_IDENTIFIERS, "the event carries no identifier",
-                                    topic, partition, offset, timestamp_ms, key, value, now_ms)
-            event_time = record["event_time"]
-            if event_time > now_ms + rules.max_future_skew_ms:
-                return self._reject(
-                    Reason.FUTURE_EVENT_TIME,
-                    f"event_time is {(event_time - now_ms) / 1000:.0f}s in the future",
-                    topic, partition, offset, timestamp_ms, key, value, now_ms,
-                )
-            if event_time < now_ms - rules.max_event_age_ms:
-                return self._reject(
-                    Reason.STALE_EVENT_TIME,
-                    f"event_time is {(now_ms - event_time) / 86_400_000:.0f} days old",
-                    topic, partition, offset, timestamp_ms, key, value, now_ms,
-                )
-            channel = source.channel
-            try:
-                if channel is None:
-                    check_control(record)
-                event = to_canonical(
-                    record, channel, ids, profile_key, ingest_time=now_ms,
-                    source_topic=topic, source_partition=partition, source_offset=offset,
-                )
-            except FieldError as exc:
-                reason = Reason.INVALID_CONTROL if channel is None else Reason.INVALID_AMOUNT
-                return self._reject(reason, str(exc), topic, partition, offset, timestamp_ms,
-                                    key, value, now_ms)
-            return Accepted(profile_key, event)
-        except Exception as exc:
+            return self._decide(topic, partition, offset, value, now_ms)
+        except _Refused as refused:
+            return self._rejected(refused.reason, refused.detail, topic, partition, offset,
+                                  timestamp_ms, key, value, now_ms, refused.schema_id)
+        except Exception as exc:  # a bug must not kill the worker
             return self.internal_error(topic, partition, offset, timestamp_ms, key, value, now_ms, exc)
 
-    @staticmethod
-    def _reject(
-        reason: Reason,
-        detail: str,
-        topic: str,
-        partition: int,
-        offset: int,
-        timestamp_ms: int | None,
-        key: bytes | None,
-        value: bytes | None,
-        now_ms: int,
-        schema_id: int | None = None,
-    ) -> Rejected:
-        return Rejected(
-            reason,
-            dead_letter(
-                reason=reason, detail=detail, topic=topic, partition=partition, offset=offset,
-                timestamp_ms=timestamp_ms, key=key, value=value, now_ms=now_ms, schema_id=schema_id,
-            ),
-        )
+    def _decide(
+        self, topic: str, partition: int, offset: int, value: bytes | None, now_ms: int
+    ) -> Accepted:
+        """The rules, in order; each refusal raises ``_Refused`` with its reason."""
+        source = self._sources.get(topic)
+        if source is None:
+            raise _Refused(Reason.UNKNOWN_TOPIC, f"ingest does not consume {topic}")
+        if not value:
+            raise _Refused(Reason.EMPTY, "record value is empty or null")
+        rules = self._rules
+        if len(value) > rules.max_record_bytes:
+            raise _Refused(
+                Reason.OVERSIZE,
+                f"record is {len(value)} bytes, limit is {rules.max_record_bytes}; "
+                f"the dead letter keeps the first {rules.max_record_bytes} bytes",
+            )
+        try:
+            record = self._decoder.decode(value, source.subject)
+        except Exception as exc:  # every decode failure is a dead letter
+            reason = _REASONS.get(getattr(exc, "reason", ""), Reason.NOT_AVRO)
+            raise _Refused(reason, str(exc), getattr(exc, "schema_id", None)) from None
+        try:
+            ids = self._identifiers.resolve(record.get("identifiers"))
+        except IdentifierError as exc:
+            raise _Refused(Reason.INVALID_IDENTIFIER, str(exc)) from None
+        profile_key = ids.strongest_key()
+        if profile_key is None:
+            raise _Refused(Reason.MISSING_IDENTIFIERS, "the event carries no identifier")
+        event_time = record["event_time"]
+        if event_time > now_ms + rules.max_future_skew_ms:
+            raise _Refused(
+                Reason.FUTURE_EVENT_TIME,
+                f"event_time is {(event_time - now_ms) / 1000:.0f}s in the future",
+            )
+        if event_time < now_ms - rules.max_event_age_ms:
+            raise _Refused(
+                Reason.STALE_EVENT_TIME,
+                f"event_time is {(now_ms - event_time) / 86_400_000:.0f} days old",
+            )
+        channel = source.channel
+        try:
+            if channel is None:
+                check_control(record)
+            event = to_canonical(
+                record, channel, ids, profile_key, ingest_time=now_ms,
+                source_topic=topic, source_partition=partition, source_offset=offset,
+            )
+        except FieldError as exc:
+            reason = Reason.INVALID_CONTROL if channel is None else Reason.INVALID_AMOUNT
+            raise _Refused(reason, str(exc)) from None
+        return Accepted(profile_key, event)
 
     def internal_error(
         self,
@@ -176,7 +151,49 @@ class IngestProcessor:
         exc: BaseException,
     ) -> Rejected:
         """Dead-letter a record our own code failed on; the type names the bug, not the data."""
-        return self._reject(
-            Reason.INTERNAL_ERROR, f"{type(exc).__name__} while processing", topic, partition, offset,
-            timestamp_ms, key, value[: self._rules.max_record_bytes] if value else value, now_ms,
-        )
+        return self._rejected(Reason.INTERNAL_ERROR, f"{type(exc).__name__} while processing",
+                              topic, partition, offset, timestamp_ms, key, value, now_ms)
+
+    def _rejected(
+        self,
+        reason: Reason,
+        detail: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        now_ms: int,
+        schema_id: int | None = None,
+    ) -> Rejected:
+        """The one place a dead letter is built.
+
+        The value is cut to the record limit so the dead letter itself stays
+        publishable; only oversize records are affected, and the source
+        coordinates point at the full record.
+        """
+        limit = self._rules.max_record_bytes
+        return Rejected(reason, {  # an ``omnipipe.dlq.DeadLetter``; ``detail`` never holds raw PII
+            "source_topic": topic,
+            "source_partition": partition,
+            "source_offset": offset,
+            "source_timestamp": timestamp_ms,
+            "reason": reason.value,
+            "detail": detail[:500],
+            "stage": "ingest",
+            "schema_id": schema_id,
+            "dead_lettered_at": now_ms,
+            "key": key,
+            "value": value[:limit] if value and len(value) > limit else value,
+        })
+
+
+class _Refused(Exception):
+    """A rule refused the record; ``process`` turns it into a dead letter."""
+
+    def __init__(self, reason: Reason, detail: str, schema_id: int | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.schema_id = schema_id

@@ -88,7 +88,6 @@ class IngestLoop:
             name: (src.channel.lower() if src.channel else CONTROL)
             for name, src in config.sources.items()
         }
-        self.ready = threading.Event()
 
     def stop(self) -> None:
         self._stop.set()
@@ -175,7 +174,6 @@ class IngestLoop:
 
         try:
             consumer.subscribe(list(self.config.sources), on_revoke=on_revoke)
-            self.ready.set()
             last_commit = time.monotonic()
             while not self._stop.is_set():
                 batch = consumer.consume(num_messages=self.config.batch_size, timeout=0.1)

@@ -53,19 +53,21 @@ def start_simulation(
 ) -> SimulationRun:
     codec = build_codec(settings, max_record_size=SIMULATOR_MAX_RECORD)
     plan = _plan(customers, seed, rate, duration, bad, truth)
-    run = SimulationRun(thread=threading.Thread(name="omnipipe-simulator", daemon=True))
+    result: list[PublishStats] = []
+    errors: list[BaseException] = []
 
     def target() -> None:
         try:
-            run.result.append(run_simulation(
+            result.append(run_simulation(
                 plan, encode=codec.encode, bootstrap_servers=settings.kafka_bootstrap_servers,
                 client_config=librdkafka_config(settings),
                 catalogue=catalogue, stop=stop,
             ))
-        except BaseException as exc:
-            run.errors.append(exc)
+        except BaseException as exc:  # handed to join()
+            errors.append(exc)
 
-    run.thread = threading.Thread(target=target, name="omnipipe-simulator", daemon=True)
+    run = SimulationRun(threading.Thread(target=target, name="omnipipe-simulator", daemon=True),
+                        result, errors)
     run.thread.start()
     return run
 

@@ -36,6 +36,8 @@ from functools import lru_cache
 from itertools import accumulate
 from typing import Any, NamedTuple, TypeVar
 
+from pipeline.ingest.identifiers import KINDS
+
 Record = dict[str, Any]
 
 SEC_MS = 1000
@@ -54,7 +56,7 @@ WEB, APP, POS, CALLCENTER, EMAIL, PUSH, SMS, PRIVACY = (
     "web", "app", "pos", "callcenter", "email", "push", "sms", "privacy",
 )
 TOPIC_KEYS = (WEB, APP, POS, CALLCENTER, EMAIL, PUSH, SMS, PRIVACY)
-IDENTIFIER_KINDS = ("customer_id", "loyalty_card", "email", "phone", "device_id", "anonymous_id")
+IDENTIFIER_KINDS = KINDS  # the ingest contract's kinds, strongest first
 
 _MASK64 = (1 << 64) - 1
 
