@@ -20,7 +20,7 @@ it arrives. Names follow the issue's vocabulary: link request (``Append`` +
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar
 
@@ -59,6 +59,7 @@ class Observe(_Msg):
 
     space: ClassVar[Space] = Space.IDENT
     event: LinkEvent
+    payload: bytes = field(default=b"", compare=False)  # the canonical record, carried to the output
 
     @property
     def key(self) -> Ref:
@@ -205,6 +206,7 @@ class Resolved(_ToProfile):
 
     event_id: str
     incarnation: Incarnation
+    payload: bytes = field(default=b"", compare=False)  # the canonical record; forwarded with the event
 
 
 @dataclass(frozen=True, slots=True)

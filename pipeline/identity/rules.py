@@ -114,7 +114,7 @@ def on_observe(rec: IdentifierRecord, msg: Observe, limits: Limits) -> Out:
         given = memo[ev.event_id] = (rec.profile, rec.incarnation)
         while len(memo) > limits.memo_window:
             del memo[next(iter(memo))]  # the earliest arrival (dicts keep insertion order)
-    out: Out = [Resolved(given[0], ev.event_id, given[1])]
+    out: Out = [Resolved(given[0], ev.event_id, given[1], msg.payload)]
     stable = ev.stable
     stable_target = stable[0] if stable else None
     device = ev.device
@@ -432,7 +432,7 @@ def _redecide(rec: ClusterRecord, limits: Limits, sides: list[_Side], fresh: boo
 def on_resolved(rec: ProfileRecord, msg: Resolved, limits: Limits) -> Out:
     end = rec.ended.get(msg.incarnation)
     if end is not None:
-        return [Resolved(end[0], msg.event_id, end[1])]
+        return [replace(msg, profile=end[0], incarnation=end[1])]
     rec.folded.setdefault(msg.incarnation, set()).add(msg.event_id)
     return []
 

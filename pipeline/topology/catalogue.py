@@ -29,6 +29,7 @@ class Role(StrEnum):
     CONTROL = "control"
     INTERNAL = "internal"
     OUTPUT = "output"
+    AUDIT = "audit"
     DLQ = "dlq"
 
 
@@ -98,6 +99,17 @@ class TopicCatalogue:
         from dataclasses import replace
 
         return TopicCatalogue({k: replace(v, partitions=partitions) for k, v in self.topics.items()})
+
+
+COPARTITIONED = ("canonical", "identity_messages", "identity_changelog")
+"""The identity stage routes by key over these together: one partition number, one owner."""
+
+
+def _check_copartitioned(path: Path, specs: Mapping[str, TopicSpec]) -> None:
+    present = [specs[k] for k in COPARTITIONED if k in specs]
+    if len({t.partitions for t in present}) > 1:
+        counts = ", ".join(f"{t.key}={t.partitions}" for t in present)
+        raise TopologyError(f"{path}: {counts}: these topics must have the same number of partitions")
 
 
 def _int(entry: Mapping[str, Any], field: str, where: str, minimum: int) -> int:
@@ -175,4 +187,5 @@ def load_catalogue(path: Path | None = None) -> TopicCatalogue:
     for required in ("canonical", "dlq", "privacy"):
         if required not in specs:
             raise TopologyError(f"{path}: the catalogue must declare the {required!r} topic")
+    _check_copartitioned(path, specs)
     return TopicCatalogue(specs)

@@ -53,3 +53,15 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_partition_override() -> None:
     cat = load_catalogue().with_partitions(2)
     assert {t.partitions for t in cat} == {2}
+
+
+def test_identity_topics_must_share_the_canonical_partition_count(tmp_path: Path) -> None:
+    shipped = (Path(__file__).resolve().parents[2] / "topologies" / "topics.yaml").read_text()
+    body = shipped.replace("  identity_messages:\n    name: identity.messages\n",
+                           "  identity_messages:\n    name: identity.messages\n    partitions: 3\n")
+    assert body != shipped
+    with pytest.raises(TopologyError, match="identity_messages=3.*same number of partitions"):
+        load_catalogue(_write(tmp_path, body))
+    cat = load_catalogue()
+    assert cat["identity_messages"].partitions == cat["canonical"].partitions == cat["identity_changelog"].partitions
+    assert cat["identity_merges"].role is Role.AUDIT
