@@ -13,15 +13,20 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from pipeline.broker.client_config import faust_broker_kwargs, librdkafka_config
+from pipeline.broker.partitioner import PartitionMap
 from pipeline.contracts.codec import AvroCodec
 from pipeline.dlq.agent import register_dlq_summary
+from pipeline.identity.lookup import register_identity_lookup
+from pipeline.identity.runner import IdentityConfig, IdentityLoop
 from pipeline.ingest.identifiers import PiiHasher
 from pipeline.ingest.processor import IngestProcessor, IngestRules, SourceTopic
 from pipeline.ingest.runner import IngestConfig, IngestLoop
-from pipeline.ingest.service import IngestService
+from pipeline.metrics.identity import IdentityMetrics
 from pipeline.metrics.ingest import IngestMetrics
+from pipeline.runtime.stage_service import StageService
 from pipeline.settings import Settings
 from pipeline.topology.catalogue import CHANNELS, TopicCatalogue
+from pipeline.topology.identity_config import load_identity_limits
 
 
 @dataclass
@@ -31,6 +36,7 @@ class Pipeline:
     app: faust.App
     registry: CollectorRegistry
     ingest: IngestLoop
+    identity: IdentityLoop
 
 
 def build_ingest(
@@ -73,6 +79,41 @@ def build_ingest(
     return IngestLoop(config, processor, codec.encode, IngestMetrics(registry, CHANNELS))
 
 
+def build_identity(
+    settings: Settings,
+    catalogue: TopicCatalogue,
+    codec: AvroCodec,
+    registry: CollectorRegistry,
+    **overrides: Any,
+) -> IdentityLoop:
+    canonical = catalogue["canonical"]
+    if settings.local_broker and "consumer_overrides" not in overrides:
+        overrides["consumer_overrides"] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+    config = IdentityConfig(
+        client=librdkafka_config(settings),
+        group_id=f"{settings.group_id}-identity",
+        canonical_topic=canonical.name,
+        canonical_subject=canonical.avro_subject,
+        messages_topic=catalogue["identity_messages"].name,
+        changelog_topic=catalogue["identity_changelog"].name,
+        resolved_topic=catalogue["resolved"].name,
+        merges_topic=catalogue["identity_merges"].name,
+        merges_subject=catalogue["identity_merges"].avro_subject,
+        owners_topic=catalogue["identity_owners"].name,
+        dlq_topic=catalogue["dlq"].name,
+        dlq_subject=catalogue["dlq"].avro_subject,
+        partitions=canonical.partitions,
+        state_dir=settings.data_dir / "identity",
+        limits=load_identity_limits(settings.identity_config_path),
+        advertised_url=settings.advertised_url,
+        batch_size=settings.identity_batch_size,
+        commit_interval_s=settings.identity_commit_interval_s,
+        **overrides,
+    )
+    return IdentityLoop(config, codec.decode, codec.encode, PartitionMap(canonical.partitions),
+                        IdentityMetrics(registry))
+
+
 def build_app(
     settings: Settings,
     catalogue: TopicCatalogue,
@@ -105,10 +146,13 @@ def build_app(
     setup_prometheus_sensors(app, "/metrics", registry, name_prefix="faust")
     register_dlq_summary(app, catalogue, codec)
     ingest = build_ingest(settings, catalogue, codec, registry)
-    service = IngestService(ingest)
+    identity = build_identity(settings, catalogue, codec, registry)
+    register_identity_lookup(app, identity, PiiHasher(settings.hash_key()))
+    stages = [StageService(ingest, "ingest"), StageService(identity, "identity")]
 
     @app.task
-    async def start_ingest() -> None:
-        await app.add_runtime_dependency(service)
+    async def start_stages() -> None:
+        for service in stages:
+            await app.add_runtime_dependency(service)
 
-    return Pipeline(app=app, registry=registry, ingest=ingest)
+    return Pipeline(app=app, registry=registry, ingest=ingest, identity=identity)

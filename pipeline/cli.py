@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--with-faust", action="store_true",
                        help="also measure plain Faust agents (consume only; one send per event)")
     bench.add_argument("--faust-events", type=int, default=100_000)
+    bench.add_argument("--skip-identity", action="store_true", help="only the ingest figures")
     return p
 
 

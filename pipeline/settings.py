@@ -52,11 +52,24 @@ class Settings(BaseSettings):
     max_event_age_days: float = Field(400.0, alias="OMNIPIPE_MAX_EVENT_AGE_DAYS", gt=0)
     ingest_batch_size: int = Field(2000, alias="OMNIPIPE_INGEST_BATCH_SIZE", ge=1, le=100_000)
     ingest_commit_interval_s: float = Field(0.5, alias="OMNIPIPE_INGEST_COMMIT_INTERVAL_S", gt=0)
+    identity_config_path: Path | None = Field(None, alias="OMNIPIPE_IDENTITY_CONFIG")
+    identity_batch_size: int = Field(2000, alias="OMNIPIPE_IDENTITY_BATCH_SIZE", ge=1, le=100_000)
+    identity_commit_interval_s: float = Field(0.2, alias="OMNIPIPE_IDENTITY_COMMIT_INTERVAL_S", gt=0)
+    web_advertised_url: str | None = Field(
+        None, alias="OMNIPIPE_WEB_ADVERTISED_URL",
+        description="How other workers reach this one's web server (lookups are routed to the owner).",
+    )
     local_broker: bool = Field(
         False, alias="OMNIPIPE_LOCAL_BROKER",
         description="The cluster is the embedded Tansu broker: short group timeouts.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="OMNIPIPE_LOG_LEVEL")
+
+    @property
+    def advertised_url(self) -> str:
+        if self.web_advertised_url:
+            return self.web_advertised_url.rstrip("/")
+        return f"http://{self.web_host}:{self.web_port}"
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -66,6 +79,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                 "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        if self.web_host in ("0.0.0.0", "::") and not self.web_advertised_url:
+            raise ValueError(
+                f"OMNIPIPE_WEB_HOST={self.web_host} listens on every interface: set "
+                "OMNIPIPE_WEB_ADVERTISED_URL to the URL other workers use to reach this one"
             )
         if self.kafka_bootstrap_servers is not None and not self.kafka_bootstrap_servers.strip():
             raise ValueError("KAFKA_BOOTSTRAP_SERVERS is set but empty; unset it to use the embedded broker")

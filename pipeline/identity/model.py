@@ -95,6 +95,10 @@ class LinkEvent:
     event_id: str
     event_time: int
     refs: tuple[Ref, ...]  # strongest first
+    # derived once (the identity stage reads them several times per event)
+    stable: tuple[Ref, ...] = field(init=False, repr=False, compare=False)
+    roaming: tuple[Ref, ...] = field(init=False, repr=False, compare=False)
+    device: Ref | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.refs:
@@ -104,6 +108,13 @@ class LinkEvent:
             raise ValueError(f"event {self.event_id!r} carries two identifiers of one kind")
         if list(self.refs) != sorted(self.refs, key=strength):
             object.__setattr__(self, "refs", tuple(sorted(self.refs, key=strength)))
+            kinds = [kind_of(r) for r in self.refs]
+        object.__setattr__(self, "stable", tuple(r for r, k in zip(self.refs, kinds, strict=True)
+                                                 if k in STABLE_KINDS))
+        object.__setattr__(self, "roaming", tuple(r for r, k in zip(self.refs, kinds, strict=True)
+                                                  if k not in STABLE_KINDS))
+        object.__setattr__(self, "device", next((r for r, k in zip(self.refs, kinds, strict=True)
+                                                 if k == "dev"), None))
 
     @property
     def stamp(self) -> Stamp:
@@ -113,18 +124,6 @@ class LinkEvent:
     def key(self) -> Ref:
         """The strongest identifier: where the event enters the identity stage (ingest's key)."""
         return self.refs[0]
-
-    @property
-    def stable(self) -> tuple[Ref, ...]:
-        return tuple(r for r in self.refs if is_stable(r))
-
-    @property
-    def roaming(self) -> tuple[Ref, ...]:
-        return tuple(r for r in self.refs if not is_stable(r))
-
-    @property
-    def device(self) -> Ref | None:
-        return next((r for r in self.refs if kind_of(r) == "dev"), None)
 
     @classmethod
     def from_canonical(cls, record: Mapping[str, Any]) -> LinkEvent:

@@ -485,7 +485,7 @@ def on_leave(rec: ProfileRecord, msg: Leave, limits: Limits) -> Out:
 
 
 # =========================================================================== dispatch
-_HANDLERS: dict[type, Callable[[Any, Any, Limits], Out]] = {
+HANDLERS: dict[type, Callable[[Any, Any, Limits], Out]] = {
     Observe: on_observe, Sighting: on_sighting, Follow: on_follow, Unfollow: on_unfollow,
     UnfollowAck: on_unfollow_ack, Resolution: on_resolution, Join: on_join, Assign: on_assign,
     LeaveAck: on_leave_ack,
@@ -498,4 +498,4 @@ _HANDLERS: dict[type, Callable[[Any, Any, Limits], Out]] = {
 
 def handle(message: Message, record: Record, limits: Limits) -> Out:
     """Apply ``message`` to the record it is addressed to (``message.space``, ``message.key``)."""
-    return _HANDLERS[type(message)](record, message, limits)
+    return HANDLERS[type(message)](record, message, limits)

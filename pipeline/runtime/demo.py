@@ -24,6 +24,7 @@ from pipeline.runtime.cluster import cluster, load_topology, prepare_topics
 from pipeline.runtime.simulate_cmd import SimulationRun, start_simulation
 from pipeline.settings import Settings
 from pipeline.simulate.journeys import EXPECTED_EVENTS_PER_CUSTOMER
+from pipeline.topology.catalogue import TopicCatalogue
 
 CHANNEL_COLUMNS = ("web", "app", "pos", "callcenter", "email", "push", "sms", "control")
 
@@ -67,7 +68,40 @@ def _row(prev: Scrape, cur: Scrape, dt: float, elapsed: float) -> str:
     accepted = cur.value("omnipipe_ingest_events_accepted_total")
     dlq = cur.value("omnipipe_dlq_records_total")
     cells = " ".join(f"{r:>6.0f}" for r in rates)
-    return f"{elapsed:>5.0f}s {total:>7.0f} | {cells} | {accepted:>9.0f} {dlq:>6.0f}"
+    resolved = cur.value("omnipipe_identity_resolved_events_total")
+    merges = cur.value("omnipipe_identity_merges_total")
+    refused = cur.value("omnipipe_identity_refused_links_total")
+    return (f"{elapsed:>5.0f}s {total:>7.0f} | {cells} | {accepted:>9.0f} {dlq:>6.0f} | "
+            f"{resolved:>9.0f} {merges:>7.0f} {refused:>7.0f}")
+
+
+def _drain(url: str, timeout: float = 60.0) -> Scrape:
+    """Wait until identity has taken every accepted event and its output stopped moving."""
+    deadline = time.monotonic() + timeout
+    time.sleep(1.0)
+    last = scrape(url)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        cur = scrape(url)
+        settled = all(cur.value(m) == last.value(m) for m in (
+            "omnipipe_ingest_events_in_total", "omnipipe_identity_resolved_events_total",
+            "omnipipe_identity_changelog_records_total"))
+        if settled and cur.value("omnipipe_identity_events_total") >= cur.value(
+                "omnipipe_ingest_events_accepted_total"):
+            return cur
+        last = cur
+    print(f"  (identity still busy after {timeout:.0f}s; figures below are partial)")
+    return last
+
+
+def _print_evaluation(settings: Settings, catalogue: TopicCatalogue, truth: Path) -> None:
+    """Pairwise precision/recall of the live grouping against the simulator's ground truth."""
+    from pipeline.identity.grouping import evaluate_identity
+
+    score = evaluate_identity(settings, catalogue, truth)
+    print(f"  identity vs ground truth: precision {score.precision:.4f}, recall {score.recall:.4f} "
+          f"({score.correct_pairs:,} of {score.true_pairs:,} true pairs, {score.false_pairs:,} false pairs, "
+          f"{score.false_merge_profiles} profiles with a false merge)")
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -103,7 +137,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"  simulator: {customers} customers at {args.rate:.0f} events/s, "
                       f"{args.bad} malformed records injected; Ctrl-C stops")
                 header = " ".join(f"{c[:6]:>6}" for c in CHANNEL_COLUMNS)
-                print(f"\n  time   in/s  | {header} |  accepted    dlq")
+                print(f"\n  time   in/s  | {header} |  accepted    dlq |  resolved  merges refused")
                 started = time.monotonic()
                 prev = scrape(url)
                 prev_t = started
@@ -120,8 +154,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                     prev, prev_t = cur, now
                 stop.set()
                 published = sim.join()
-                time.sleep(2.0)  # let the worker drain what was just published
-                final = scrape(url)
+                final = _drain(url)
                 client = librdkafka_config(resolved)
                 print("\nsummary")
                 print(f"  published: {published.events} events + {published.bad} malformed records")
@@ -133,6 +166,20 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"  on the broker: {catalogue['canonical'].name}="
                       f"{count_records(client, catalogue['canonical'].name, idle_s=1.0)}, "
                       f"{catalogue['dlq'].name}={count_records(client, catalogue['dlq'].name, idle_s=1.0)}")
+                refusals = final.by_label("omnipipe_identity_refused_links_total", "reason")
+                listed = ", ".join(f"{r}={v:.0f}" for r, v in sorted(refusals.items()) if v)
+                print(f"  identity: {final.value('omnipipe_identity_events_total'):.0f} events in, "
+                      f"{final.value('omnipipe_identity_resolved_events_total'):.0f} resolved, "
+                      f"{final.value('omnipipe_identity_links_total'):.0f} links, "
+                      f"{final.value('omnipipe_identity_merges_total'):.0f} merges, "
+                      f"refused {sum(refusals.values()):.0f} ({listed or 'none'}), "
+                      f"{final.value('omnipipe_identity_forwarding_hops_total'):.0f} forwarding hops")
+                records = final.by_label("omnipipe_identity_records", "space")
+                print("  identity tables: " + ", ".join(f"{s}={v:.0f}" for s, v in sorted(records.items())))
+                for key in ("resolved", "identity_merges"):
+                    name = catalogue[key].name
+                    print(f"  on the broker: {name}={count_records(client, name, idle_s=1.0)}")
+                _print_evaluation(resolved, catalogue, log_dir / "truth.jsonl")
                 print(f"  ground truth written to {log_dir / 'truth.jsonl'}")
             finally:
                 if worker.poll() is None:

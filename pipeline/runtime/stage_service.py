@@ -1,45 +1,51 @@
-"""Runs the ingest loop in its own thread under the Faust app's lifecycle."""
+"""Runs a stage's blocking consume loop in its own thread under the Faust app's lifecycle."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+from typing import Protocol
 
 from mode import Service
-
-from pipeline.ingest.runner import IngestLoop
 
 log = logging.getLogger(__name__)
 
 
-class IngestService(Service):
+class StageLoop(Protocol):
+    def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class StageService(Service):
     """Starts with the worker, stops with it; a crashed loop crashes the worker.
 
-    Crashing is deliberate: the loop only fails on errors it must not paper
+    Crashing is deliberate: a loop only fails on errors it must not paper
     over (unacknowledged output), and a restart replays from the last commit.
     """
 
-    def __init__(self, loop_factory: IngestLoop, **kwargs: object) -> None:
+    def __init__(self, loop: StageLoop, name: str, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.ingest = loop_factory
+        self.stage_loop = loop
+        self.stage = name
         self._thread: threading.Thread | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
 
     async def on_start(self) -> None:
         self._event_loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name="omnipipe-ingest", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"omnipipe-{self.stage}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            self.ingest.run()
+            self.stage_loop.run()
         except BaseException as exc:
-            log.exception("ingest stage failed")
+            log.exception("%s stage failed", self.stage)
             if self._event_loop is not None and not self._event_loop.is_closed():
                 asyncio.run_coroutine_threadsafe(self.crash(exc), self._event_loop)
 
     async def on_stop(self) -> None:
-        self.ingest.stop()
+        self.stage_loop.stop()
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 30)

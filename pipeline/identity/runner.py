@@ -1,0 +1,450 @@
+"""The identity stage's consume -> resolve -> publish loop (one consumer-group member).
+
+Why a librdkafka loop and not Faust agents over Faust tables: the design
+costs ~6 messages per event (``rules.py``), and a Faust agent that sends one
+record per event reached 0.05 of raw aiokafka on this machine
+(BENCHMARKS.md). Here messages for partitions this worker owns are delivered
+in memory (``engine.py``); only the rest cross the broker, in batches.
+
+State: every changed record goes, once per commit, to the compacted
+changelog (the source of truth, which follows the partition) and then to this
+worker's RocksDB (``store.py``). Both input topics (events.canonical and
+identity.messages) are co-partitioned with the changelog and assigned with
+the range assignor, so one worker owns partition *p* of all three.
+
+Commit order, and why (the rules need state never behind what was sent):
+
+1. resolved events, audit records and dead letters are published and
+   acknowledged. They are idempotent (the same event id / audit id again), so
+   being ahead of the state only means a duplicate after a crash;
+2. changed records go to the changelog, acknowledged, then to RocksDB with
+   the changelog offset;
+3. messages for other workers are published and acknowledged;
+4. input offsets are committed.
+
+A crash anywhere replays the uncommitted input onto state that is at least as
+new as what any message sent so far assumed; the handlers re-send whatever
+was lost (``rules.py``: at-least-once discipline). A delivery failure stops
+the stage rather than skipping records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from pipeline.contracts.errors import DecodeError
+from pipeline.identity.audit import merge_record, refusal_record
+from pipeline.identity.codec import (
+    IdentityCodecError,
+    decode_message,
+    encode_message,
+    encode_record,
+    state_key,
+)
+from pipeline.identity.engine import BatchOutput, IdentityEngine, ResolvedEvent
+from pipeline.identity.messages import Message as IdentityMessage
+from pipeline.identity.messages import Observe, Space
+from pipeline.identity.model import Limits, LinkEvent, MergeDecision, Ref, Refusal
+from pipeline.identity.state import IdentifierRecord, ProfileRecord
+from pipeline.identity.store import RocksRecordStore, restore_partitions
+from pipeline.ingest.reasons import Reason
+from pipeline.metrics.identity import IdentityMetrics
+
+log = logging.getLogger(__name__)
+
+Decoder = Callable[[bytes, str], dict[str, Any]]
+Encoder = Callable[[str, dict[str, Any]], bytes]
+
+
+class DeliveryFailed(RuntimeError):
+    """The broker refused or timed out records we produced; offsets were not committed."""
+
+
+@dataclass
+class IdentityConfig:
+    client: Mapping[str, Any]
+    group_id: str
+    canonical_topic: str
+    canonical_subject: str
+    messages_topic: str
+    changelog_topic: str
+    resolved_topic: str
+    merges_topic: str
+    merges_subject: str
+    owners_topic: str
+    dlq_topic: str
+    dlq_subject: str
+    partitions: int
+    state_dir: Path
+    limits: Limits
+    advertised_url: str
+    batch_size: int = 2000
+    commit_interval_s: float = 0.2
+    max_cached_records: int = 50_000  # per partition, decoded, between commits
+    consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class IdentityStats:
+    """Cumulative counts, readable from other threads."""
+
+    events: int = 0
+    resolved: int = 0
+    remote_messages: int = 0
+    commits: int = 0
+    changelog_records: int = 0
+    idle_since: float | None = None  # monotonic time since nothing was consumed or pending
+
+
+@dataclass
+class _Pending:
+    """Everything produced since the last commit, in publication order."""
+
+    resolved: list[ResolvedEvent] = field(default_factory=list)
+    merges: list[MergeDecision] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    dead: list[tuple[Reason, dict[str, Any]]] = field(default_factory=list)
+    remote: list[tuple[int, IdentityMessage]] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def add(self, out: BatchOutput) -> None:
+        self.resolved += out.resolved
+        self.merges += out.merges
+        self.refusals += out.refusals
+        self.remote += out.remote
+
+    def __bool__(self) -> bool:
+        return bool(self.offsets or self.remote or self.resolved or self.dead)
+
+
+class IdentityLoop:
+    """``run`` blocks until ``stop``; ``lookup`` may be called from any thread."""
+
+    def __init__(self, config: IdentityConfig, decode: Decoder, encode: Encoder,
+                 partition_of: Callable[[Ref], int], metrics: IdentityMetrics,
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+        self.config = config
+        self._decode = decode
+        self._encode = encode
+        self._metrics = metrics
+        self._clock_ms = clock_ms
+        self.partition_of = partition_of
+        self.store = RocksRecordStore(config.state_dir)
+        self.engine = IdentityEngine(config.limits, partition_of, self.store,
+                                     max_cached=config.max_cached_records)
+        self.stats = IdentityStats()
+        self.owners: dict[int, str] = {}  # partition -> web URL of the worker owning it
+        self.assigned = threading.Event()  # set once partitions are owned and restored
+        self._lock = threading.Lock()  # engine state: the loop vs lookups
+        self._stop = threading.Event()
+        self._pending = _Pending()
+        self._failures = 0
+        self._changelog_offsets: dict[int, int] = {}
+        self._record_counts: dict[tuple[int, Space], int] = {}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------------ clients
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failures += 1
+            self._metrics.delivery_failures.inc()
+            log.error("delivery failed on %s: %s", msg.topic(), err)
+        elif msg.topic() == self.config.changelog_topic:
+            p: int = msg.partition()  # type: ignore[assignment]
+            off: int = msg.offset()  # type: ignore[assignment]
+            if off > self._changelog_offsets.get(p, -1):
+                self._changelog_offsets[p] = off
+
+    def _make_clients(self) -> tuple[Consumer, Producer, Consumer]:
+        cfg = self.config
+        consumer = Consumer({
+            **cfg.client,
+            "group.id": cfg.group_id,
+            "client.id": f"{cfg.group_id}-identity",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            # co-partitioning: partition p of every input topic goes to the same member
+            "partition.assignment.strategy": "range",
+            "queued.max.messages.kbytes": 65536,
+            "session.timeout.ms": 10000,
+            "heartbeat.interval.ms": 1000,
+            "max.poll.interval.ms": 600000,  # restoring a big partition happens inside poll
+            **cfg.consumer_overrides,
+        })
+        producer = Producer({
+            **cfg.client,
+            "client.id": f"{cfg.group_id}-identity",
+            "linger.ms": 5,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 1000000,
+            "partitioner": "murmur2_random",  # resolved events: the profile id's partition, as Java clients
+            "acks": "all",
+            "on_delivery": self._on_delivery,
+        })
+        owners = Consumer({
+            **cfg.client,
+            "group.id": f"{cfg.group_id}-identity-owners",  # assigned by hand, never joins
+            "enable.auto.commit": False,
+        })
+        return consumer, producer, owners
+
+    # ------------------------------------------------------------------ ownership
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition], producer: Producer) -> None:
+        numbers = sorted({tp.partition for tp in partitions} - set(self.engine.partitions))
+        started = time.monotonic()
+        applied = restore_partitions(self.store, self.config.client, self.config.changelog_topic, numbers)
+        took = time.monotonic() - started
+        self._metrics.restore_seconds.observe(took)
+        if numbers:
+            log.info("identity partitions %s: restored %d changelog records in %.2fs",
+                     numbers, sum(applied.values()), took)
+        for p in numbers:
+            with self._lock:
+                self.engine.assign(p)
+                for space in Space:
+                    self._record_counts[(p, space)] = self.store.count(p, space)
+            producer.produce(self.config.owners_topic, json.dumps(
+                {"partition": p, "url": self.config.advertised_url, "at": self._clock_ms()}).encode(),
+                str(p).encode())
+            self.owners[p] = self.config.advertised_url
+        producer.flush(10)
+        self._update_gauges()
+        self.assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition], producer: Producer) -> None:
+        self._commit(consumer, producer)
+        with self._lock:
+            for p in sorted({tp.partition for tp in partitions}):
+                self.engine.revoke(p)
+                for space in Space:
+                    self._record_counts.pop((p, space), None)
+        self._update_gauges()
+
+    def _poll_owners(self, owners: Consumer) -> None:
+        for msg in owners.consume(num_messages=500, timeout=0):
+            if msg.error() is not None or msg.value() is None:
+                continue
+            try:
+                entry = json.loads(msg.value())  # type: ignore[arg-type]
+                self.owners[int(entry["partition"])] = str(entry["url"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("ignoring a malformed record on %s", self.config.owners_topic)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> None:
+        cfg = self.config
+        consumer, producer, owners = self._make_clients()
+        closed = False
+        try:
+            md = owners.list_topics(cfg.owners_topic, timeout=10)
+            owners.assign([TopicPartition(cfg.owners_topic, p, -2)  # OFFSET_BEGINNING
+                           for p in md.topics[cfg.owners_topic].partitions])
+            consumer.subscribe(
+                [cfg.canonical_topic, cfg.messages_topic],
+                on_assign=lambda c, ps: self._on_assign(c, ps, producer),
+                on_revoke=lambda c, ps: self._on_revoke(c, ps, producer),
+            )
+            last_commit = time.monotonic()
+            while not self._stop.is_set():
+                batch = consumer.consume(num_messages=cfg.batch_size, timeout=0.05)
+                if batch:
+                    self._handle(batch)
+                    self.stats.idle_since = None
+                producer.poll(0)
+                self._poll_owners(owners)
+                now = time.monotonic()
+                if self._pending and (now - last_commit >= cfg.commit_interval_s or not batch):
+                    self._commit(consumer, producer)
+                    last_commit = time.monotonic()
+                elif not batch and not self._pending and self.stats.idle_since is None:
+                    self.stats.idle_since = now
+            self._commit(consumer, producer)
+            consumer.close()
+            closed = True
+        finally:
+            if not closed:
+                consumer.close()
+            owners.close()
+            producer.flush(5)
+            self.store.close()
+
+    def _handle(self, batch: list[Message]) -> None:
+        started = time.perf_counter()
+        cfg = self.config
+        pending = self._pending
+        inputs: list[IdentityMessage] = []
+        decode = self._decode
+        for msg in batch:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", err)
+                continue
+            topic: str = msg.topic()  # type: ignore[assignment]
+            partition: int = msg.partition()  # type: ignore[assignment]
+            offset: int = msg.offset()  # type: ignore[assignment]
+            value = msg.value()
+            pending.offsets[(topic, partition)] = offset + 1
+            if topic == cfg.canonical_topic:
+                try:
+                    record = decode(value, cfg.canonical_subject)  # type: ignore[arg-type]
+                    inputs.append(Observe(LinkEvent.from_canonical(record), value))  # type: ignore[arg-type]
+                except DecodeError as exc:
+                    self._dead_letter(_decode_reason(exc.reason), str(exc), msg)
+                except (ValueError, KeyError, TypeError) as exc:
+                    self._dead_letter(Reason.INVALID_IDENTIFIER, f"{type(exc).__name__}: {exc}", msg)
+            else:
+                try:
+                    inputs.append(decode_message(value))  # type: ignore[arg-type]
+                except IdentityCodecError as exc:
+                    self._dead_letter(Reason.INTERNAL_ERROR, f"undecodable identity message: {exc}", msg)
+        with self._lock:
+            out = self.engine.process(inputs)
+        pending.add(out)
+        counts = out.counts
+        self._metrics.add(counts)
+        for (p, space), n in counts.created.items():
+            self._record_counts[(p, space)] = self._record_counts.get((p, space), 0) + n
+        self.stats.events += counts.events
+        self.stats.resolved += counts.resolved
+        self.stats.remote_messages += len(out.remote)
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _dead_letter(self, reason: Reason, detail: str, msg: Message) -> None:
+        _ts_type, ts = msg.timestamp()
+        self._pending.dead.append((reason, {  # an ``omnipipe.dlq.DeadLetter``; detail never holds PII
+            "source_topic": msg.topic(),
+            "source_partition": msg.partition(),
+            "source_offset": msg.offset(),
+            "source_timestamp": ts if ts and ts > 0 else None,
+            "reason": reason.value,
+            "detail": detail[:500],
+            "stage": "identity",
+            "schema_id": None,
+            "dead_lettered_at": self._clock_ms(),
+            "key": msg.key(),
+            "value": msg.value(),
+        }))
+        self._metrics.dead_letters.labels(reason.value).inc()
+
+    # ------------------------------------------------------------------ commit
+    def _flush(self, producer: Producer, what: str) -> None:
+        remaining = producer.flush(60)
+        if remaining or self._failures:
+            raise DeliveryFailed(f"{what}: {self._failures} records failed, {remaining} unacknowledged; "
+                                 "not committing, the stage stops and replays")
+
+    def _produce(self, producer: Producer, topic: str, value: bytes | None, key: bytes,
+                 partition: int | None = None) -> None:
+        while True:
+            try:
+                if partition is None:
+                    producer.produce(topic, value, key)
+                else:
+                    producer.produce(topic, value, key, partition)
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    def _commit(self, consumer: Consumer, producer: Producer) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        started = time.perf_counter()
+        cfg = self.config
+        now = self._clock_ms()
+        self._pending = _Pending()
+        # 1. idempotent outputs
+        for ev in pending.resolved:
+            self._produce(producer, cfg.resolved_topic, ev.payload, ev.profile.encode())
+        audit = cfg.merges_subject
+        for merge in pending.merges:
+            self._produce(producer, cfg.merges_topic, self._encode(audit, merge_record(merge, now)),
+                          merge.source.encode())
+        for refusal in pending.refusals:
+            self._produce(producer, cfg.merges_topic, self._encode(audit, refusal_record(refusal, now)),
+                          refusal.ref.encode())
+        for _reason, dead in pending.dead:
+            self._produce(producer, cfg.dlq_topic, self._encode(cfg.dlq_subject, dead), dead["key"] or b"")
+        self._flush(producer, "outputs")
+        # 2. changed records: changelog first, then RocksDB at the changelog offset
+        with self._lock:
+            dirty = list(self.engine.take_dirty())
+        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for p, (space, ref), rec in dirty:
+            key, value = state_key(space, ref), encode_record(rec)
+            by_partition.setdefault(p, []).append((key, value))
+            self._produce(producer, cfg.changelog_topic, value, key, p)
+        self._flush(producer, "changelog")
+        for p, items in by_partition.items():
+            self.store.write(p, items, self._changelog_offsets[p])
+        self.stats.changelog_records += len(dirty)
+        self._metrics.changelog_records.inc(len(dirty))
+        # 3. messages for the partitions other workers own
+        for p, msg in pending.remote:
+            self._produce(producer, cfg.messages_topic, encode_message(msg), msg.key.encode(), p)
+        self._flush(producer, "messages")
+        # 4. inputs
+        offsets = [TopicPartition(t, p, o) for (t, p), o in pending.offsets.items()]
+        if offsets:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+                self.stats.commits += 1
+                self._metrics.commits.inc()
+            except KafkaException as exc:
+                self._metrics.commit_failures.inc()
+                log.warning("offset commit failed, records since the last commit will be re-read: %s", exc)
+        with self._lock:
+            self.engine.trim()
+        self._update_gauges()
+        self._metrics.commit_seconds.observe(time.perf_counter() - started)
+
+    def _update_gauges(self) -> None:
+        totals = dict.fromkeys(Space, 0)
+        for (_p, space), n in list(self._record_counts.items()):
+            totals[space] += n
+        for space, n in totals.items():
+            self._metrics.records.labels(space.value).set(n)
+
+    # ------------------------------------------------------------------ reads (any thread)
+    def owner_of(self, ref: Ref) -> tuple[int, str | None]:
+        p = self.partition_of(ref)
+        return p, self.owners.get(p)
+
+    def resolve_local(self, ref: Ref) -> dict[str, Any] | None:
+        """The identifier's profile, if this worker owns its partition (None: not here or unknown)."""
+        with self._lock:
+            rec = self.engine.peek(Space.IDENT, ref)
+        if not isinstance(rec, IdentifierRecord):
+            return None
+        return {"ref": ref, "profile_id": rec.profile, "incarnation": rec.incarnation,
+                "resolved_by": self.config.advertised_url}
+
+    def profile_local(self, profile: Ref) -> dict[str, Any] | None:
+        with self._lock:
+            rec = self.engine.peek(Space.PROFILE, profile)
+        if not isinstance(rec, ProfileRecord):
+            return None
+        return {"profile_id": profile, "live": rec.live, "forwarded_to": rec.forwarded_to,
+                "identifiers": rec.listing(self.config.limits)}
+
+    def owns(self, ref: Ref) -> bool:
+        return self.engine.owns(self.partition_of(ref))
+
+
+def _decode_reason(reason: str) -> Reason:
+    try:
+        return Reason(reason)
+    except ValueError:
+        return Reason.NOT_AVRO
