@@ -16,6 +16,7 @@ from pipeline.broker.client_config import faust_broker_kwargs, librdkafka_config
 from pipeline.broker.partitioner import PartitionMap
 from pipeline.contracts.codec import AvroCodec
 from pipeline.dlq.agent import register_dlq_summary
+from pipeline.identity.link_reader import fast_header
 from pipeline.identity.lookup import register_identity_lookup
 from pipeline.identity.runner import IdentityConfig, IdentityLoop
 from pipeline.ingest.identifiers import PiiHasher
@@ -106,6 +107,7 @@ def build_identity(
         state_dir=settings.data_dir / "identity",
         limits=load_identity_limits(settings.identity_config_path),
         advertised_url=settings.advertised_url,
+        canonical_header=fast_header(codec, canonical.avro_subject),
         batch_size=settings.identity_batch_size,
         commit_interval_s=settings.identity_commit_interval_s,
         **overrides,

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.errors import OmnipipeError
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 
 def _configure_logging(level: str) -> None:
@@ -54,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="also measure plain Faust agents (consume only; one send per event)")
     bench.add_argument("--faust-events", type=int, default=100_000)
     bench.add_argument("--skip-identity", action="store_true", help="only the ingest figures")
+
+    evaluate = sub.add_parser("evaluate", help="score a stage's output against a simulation's ground truth")
+    stages = evaluate.add_subparsers(dest="stage", required=True)
+    ident = stages.add_parser(
+        "identity", help="the identity grouping (read from its changelog) vs the truth: pairwise scores"
+    )
+    ident.add_argument("--truth", type=Path, required=True, help="ground-truth file of `omnipipe simulate`")
+    ident.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     return p
 
 
@@ -88,12 +101,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pipeline.bench.ingest_bench import run_bench
 
             return run_bench(settings, args)
+        if args.command == "evaluate":
+            return _evaluate(settings, args)
     except OmnipipeError as exc:
         print(f"omnipipe: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     return 1
+
+
+def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    """``evaluate identity``: read the changelog of the configured cluster, print the scores."""
+    from pipeline.identity.grouping import evaluate_identity, format_score
+    from pipeline.runtime.cluster import load_topology
+
+    score = evaluate_identity(settings, load_topology(settings), args.truth)
+    print(json.dumps(score.as_dict(), sort_keys=True) if args.json else format_score(score))
+    return 0
 
 
 if __name__ == "__main__":

@@ -46,3 +46,15 @@ def test_settings_are_frozen() -> None:
     s = load_settings()
     with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type
         s.group_id = "x"  # type: ignore[misc]
+
+
+def test_listening_everywhere_needs_an_advertised_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNIPIPE_WEB_HOST", "0.0.0.0")
+    with pytest.raises(ConfigError, match="OMNIPIPE_WEB_ADVERTISED_URL"):
+        load_settings()
+    monkeypatch.setenv("OMNIPIPE_WEB_ADVERTISED_URL", "http://worker-3.internal:6066/")
+    assert load_settings().advertised_url == "http://worker-3.internal:6066"
+    monkeypatch.delenv("OMNIPIPE_WEB_HOST")
+    monkeypatch.delenv("OMNIPIPE_WEB_ADVERTISED_URL")
+    monkeypatch.setenv("OMNIPIPE_WEB_PORT", "7001")
+    assert load_settings().advertised_url == "http://127.0.0.1:7001"

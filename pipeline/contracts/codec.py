@@ -72,6 +72,14 @@ class AvroCodec:
             )
         return bytes(out)
 
+    def writer_schema(self, subject: str) -> dict[str, Any]:
+        """The (parsed) schema ``encode`` writes ``subject`` with."""
+        return dict(self._resolver.latest(subject).schema)
+
+    def writer_header(self, subject: str) -> bytes:
+        """The wire header ``encode`` writes for ``subject`` (its latest schema id)."""
+        return (self._encoders.get(subject) or self._compile_encoder(subject))[0]
+
     def _compile_encoder(self, subject: str) -> tuple[bytes, EncodeFn]:
         latest = self._resolver.latest(subject)
         compiled = (

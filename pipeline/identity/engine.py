@@ -6,7 +6,8 @@ order, duplicates and crash-replay). So a message whose target partition is
 owned here is delivered at once, in memory; only messages for partitions other
 workers own leave as records. With the stage's keys co-partitioned (an
 identifier, its cluster and its profile share the partition of their ref),
-most of the ~6 messages an event costs never touch the broker.
+most of the ~6 messages an event costs never touch the broker. Confirmations
+are the exception (``CONFIRMATIONS``): they always go through the broker.
 
 What the engine gives back is what the runner must publish, in this order
 (``runner.py`` explains why): resolved events and audit facts (idempotent
@@ -21,15 +22,23 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pipeline.identity.decide import decide
 from pipeline.identity.messages import (
     Append,
+    AssignAck,
     ClusterTransfer,
+    ClusterTransferAck,
+    EndAck,
+    HandoverAck,
+    LeaveAck,
     Message,
     Observe,
     ProfileEnd,
+    Resolution,
     Resolved,
     Sighting,
     Space,
+    UnfollowAck,
 )
 from pipeline.identity.model import Incarnation, Limits, MergeDecision, Ref, Refusal
 from pipeline.identity.rules import HANDLERS
@@ -40,6 +49,13 @@ RecordKey = tuple[Space, Ref]
 #: Deliveries that can add to the audit trail: merges (ProfileEnd), refusals at a cluster root
 #: (a request or a transfer re-decides it), the storm guard (sightings, incl. the entry's own).
 _WATCHED = frozenset({ProfileEnd, Append, ClusterTransfer, Sighting, Observe})
+
+#: Confirmations: the messages that clear an outbox or stop a re-send. They always travel through
+#: the broker, sent after the state they confirm is durable (never delivered in memory): an
+#: in-memory acknowledgement could clear an outbox whose message's effects a crash then loses,
+#: and nothing would ever re-send it (tests/identity/test_engine.py has the case).
+CONFIRMATIONS = frozenset({AssignAck, EndAck, ClusterTransferAck, HandoverAck, LeaveAck, UnfollowAck,
+                           Resolution})
 
 
 class RecordSource(Protocol):
@@ -168,10 +184,10 @@ class IdentityEngine:
             local[kind] = local.get(kind, 0) + 1
             rec = parts[p].get(msg.space, msg.key, counts)
             if kind in _WATCHED:
-                before = _audit_state(rec)
+                before = _audit_state(rec, msg, limits)
                 sent = handlers[kind](rec, msg, limits)
                 if before is not None:
-                    self._audit(rec, before, out)
+                    self._audit(rec, before, out, kind is Append)
             else:
                 sent = handlers[kind](rec, msg, limits)
             if kind is Resolved:
@@ -184,7 +200,7 @@ class IdentityEngine:
                 counts.events += 1
             for m in sent:
                 q = partition_of(m.key)
-                if q in parts:
+                if q in parts and type(m) not in CONFIRMATIONS:
                     append((q, m))
                 else:
                     remote_out.append((q, m))
@@ -195,14 +211,16 @@ class IdentityEngine:
         return out
 
     @staticmethod
-    def _audit(rec: Record, before: tuple[int, frozenset[Refusal], int], out: BatchOutput) -> None:
+    def _audit(rec: Record, before: tuple[int, frozenset[Refusal], int], out: BatchOutput,
+               appended: bool) -> None:
         merges, refusals, requests = before
         if isinstance(rec, ProfileRecord):
             new = rec.merges[merges:]
             out.merges.extend(new)
             out.counts.merges += len(new)
         elif isinstance(rec, ClusterRecord):
-            out.counts.links += max(0, len(rec.requests) - requests)
+            if appended:  # a transfer brings requests already counted where they were appended
+                out.counts.links += max(0, len(rec.requests) - requests)
             for refusal in rec.refusals:
                 if refusal not in refusals:
                     out.refusals.append(refusal)
@@ -231,14 +249,20 @@ class IdentityEngine:
         return records.peek(space, ref) if records is not None else None
 
 
-def _audit_state(rec: Record) -> tuple[int, frozenset[Refusal], int] | None:
-    """What a handler may add to the audit trail, taken before it runs (None: nothing to watch)."""
+def _audit_state(rec: Record, msg: Message, limits: Limits) -> tuple[int, frozenset[Refusal], int] | None:
+    """What a handler may add to the audit trail, taken before it runs (None: nothing to watch).
+
+    A transfer brings the refusals its source root had decided (the same
+    ``decide`` over the requests and members it carries): those are not new.
+    """
     if isinstance(rec, ProfileRecord):
         return len(rec.merges), frozenset(), 0
     if isinstance(rec, ClusterRecord):
-        return 0, frozenset(rec.refusals), len(rec.requests)
+        known = frozenset(rec.refusals)
+        if isinstance(msg, ClusterTransfer) and rec.forwarded_to is None and msg.requests:
+            known |= frozenset(decide(msg.requests, msg.members, limits).refusals)
+        return 0, known, len(rec.requests)
     if isinstance(rec, IdentifierRecord) and rec.fanout:
         storm = rec.storm_refusal
         return 0, frozenset([storm]) if storm else frozenset(), 0
     return None
-

@@ -9,6 +9,10 @@ identifier, its cluster and its profile share a partition:
 * ``PROFILE`` profile records, keyed by profile id: incarnations, forwarding,
   folded events, identifier listing.
 
+Messages are never mutated after construction (treat them as frozen; they
+are not declared frozen only because a frozen dataclass's ``__init__`` costs
+twice as much, and the stage builds ~6 of them per event).
+
 Every message is safe to deliver twice or late: it either carries a version
 the receiver compares (``gen``, ``seq``, ``clock``), names a fact that can only
 be recorded once (an incarnation's end, a transfer's source), or is an
@@ -33,7 +37,7 @@ class Space(StrEnum):
     PROFILE = "profile"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: frozen __init__ costs 2x, ~6 per event
 class _Msg:
     space: ClassVar[Space]
 
@@ -43,7 +47,7 @@ class _Msg:
 
 
 # --------------------------------------------------------------------------- to identifier records
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class _ToIdent(_Msg):
     space: ClassVar[Space] = Space.IDENT
     ref: Ref
@@ -53,7 +57,7 @@ class _ToIdent(_Msg):
         return self.ref
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Observe(_Msg):
     """An input event, at the partition of its strongest identifier (ingest's key)."""
 
@@ -66,7 +70,7 @@ class Observe(_Msg):
         return self.event.key
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Sighting(_ToIdent):
     """A roaming identifier was seen with these (stronger) identifiers at ``stamp``."""
 
@@ -75,14 +79,14 @@ class Sighting(_ToIdent):
     device_target: Ref | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Join(_ToIdent):
     """Link request, part 2: ``ref`` shares a request with a member of ``cluster``."""
 
     cluster: Ref
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Assign(_ToIdent):
     """A cluster root's decision for one member (re-sent until acknowledged).
 
@@ -98,7 +102,7 @@ class Assign(_ToIdent):
     adopt: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Follow(_ToIdent):
     """``follower`` (roaming) now follows ``ref``; reply with a Resolution."""
 
@@ -106,19 +110,19 @@ class Follow(_ToIdent):
     clock: Stamp
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Unfollow(_ToIdent):
     follower: Ref
     clock: Stamp
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class UnfollowAck(_ToIdent):
     target: Ref
     clock: Stamp
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Resolution(_ToIdent):
     """``via`` (what ``ref`` follows) now resolves to this profile incarnation; ``seq`` orders them."""
 
@@ -128,14 +132,14 @@ class Resolution(_ToIdent):
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class LeaveAck(_ToIdent):
     profile: Ref
     seq: int
 
 
 # --------------------------------------------------------------------------- to cluster records
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class _ToCluster(_Msg):
     space: ClassVar[Space] = Space.CLUSTER
     cluster: Ref
@@ -145,21 +149,21 @@ class _ToCluster(_Msg):
         return self.cluster
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Append(_ToCluster):
     """Link request, part 1: store ``request`` at the root of ``cluster`` and re-decide."""
 
     request: LinkRequest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Union(_ToCluster):
     """Merge: the clusters of ``cluster`` and ``other`` are one; the weaker root joins the stronger."""
 
     other: Ref
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ClusterTransfer(_ToCluster):
     """State transfer: a root that joined another hands over everything it decided from."""
 
@@ -172,25 +176,25 @@ class ClusterTransfer(_ToCluster):
     absorbed: frozenset[Ref]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ClusterTransferAck(_ToCluster):
     target: Ref
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class AssignAck(_ToCluster):
     ref: Ref
     gen: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class EndAck(_ToCluster):
     profile: Ref
     incarnation: Incarnation
 
 
 # --------------------------------------------------------------------------- to profile records
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class _ToProfile(_Msg):
     space: ClassVar[Space] = Space.PROFILE
     profile: Ref
@@ -200,7 +204,7 @@ class _ToProfile(_Msg):
         return self.profile
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Resolved(_ToProfile):
     """An event resolved to this profile incarnation: the profile stage's input, keyed by profile id."""
 
@@ -209,7 +213,7 @@ class Resolved(_ToProfile):
     payload: bytes = field(default=b"", compare=False)  # the canonical record; forwarded with the event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ProfileEnd(_ToProfile):
     """Incarnation ``incarnation`` of ``profile`` ended: its state and late events go to the target.
 
@@ -222,7 +226,7 @@ class ProfileEnd(_ToProfile):
     reply_to: Ref | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Handover(_ToProfile):
     """State transfer between profiles: events folded into an ended incarnation of ``source``."""
 
@@ -232,13 +236,13 @@ class Handover(_ToProfile):
     events: frozenset[str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class HandoverAck(_ToProfile):
     source_incarnation: Incarnation
     events: frozenset[str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Member(_ToProfile):
     """``ref`` resolves to this profile (its ``seq``-th resolution); ``since`` orders the listing."""
 
@@ -247,7 +251,7 @@ class Member(_ToProfile):
     since: Stamp | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Leave(_ToProfile):
     ref: Ref
     seq: int

@@ -51,6 +51,11 @@ FIELD_KIND: dict[str, str] = {
 KIND_ALIASES: dict[str, str] = {**{k: k for k in KINDS}, **FIELD_KIND, **KEY_PREFIX}
 
 
+_FIRST_ROAMING = min(RANK[k] for k in ROAMING_KINDS)
+_DEVICE = RANK["dev"]
+assert all(RANK[k] < _FIRST_ROAMING for k in STABLE_KINDS), "stable kinds must rank before roaming ones"
+
+
 def make_ref(kind: str, value: str) -> Ref:
     """``kind:value``; the kind is checked so a typo can never create a new family."""
     if kind not in RANK:
@@ -101,20 +106,38 @@ class LinkEvent:
     device: Ref | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.refs:
+        # hot: built once per event, so one pass over the refs does the checks and the split
+        refs = self.refs
+        if not refs:
             raise ValueError(f"event {self.event_id!r} carries no identifier")
+        stable: list[Ref] = []
+        roaming: list[Ref] = []
+        device = None
+        last = -1
+        for ref in refs:
+            rank = RANK.get(ref[:ref.find(":")])
+            if rank is None:
+                raise ValueError(f"not an identifier ref: {ref!r}")
+            if rank <= last:  # not strongest first, or two of one kind: the slow path decides
+                return self._sort_refs()
+            last = rank
+            if rank < _FIRST_ROAMING:
+                stable.append(ref)
+            else:
+                roaming.append(ref)
+                if rank == _DEVICE:
+                    device = ref
+        setattr_ = object.__setattr__
+        setattr_(self, "stable", tuple(stable))
+        setattr_(self, "roaming", tuple(roaming))
+        setattr_(self, "device", device)
+
+    def _sort_refs(self) -> None:
         kinds = [kind_of(r) for r in self.refs]
         if len(set(kinds)) != len(kinds):
             raise ValueError(f"event {self.event_id!r} carries two identifiers of one kind")
-        if list(self.refs) != sorted(self.refs, key=strength):
-            object.__setattr__(self, "refs", tuple(sorted(self.refs, key=strength)))
-            kinds = [kind_of(r) for r in self.refs]
-        object.__setattr__(self, "stable", tuple(r for r, k in zip(self.refs, kinds, strict=True)
-                                                 if k in STABLE_KINDS))
-        object.__setattr__(self, "roaming", tuple(r for r, k in zip(self.refs, kinds, strict=True)
-                                                  if k not in STABLE_KINDS))
-        object.__setattr__(self, "device", next((r for r, k in zip(self.refs, kinds, strict=True)
-                                                 if k == "dev"), None))
+        object.__setattr__(self, "refs", tuple(sorted(self.refs, key=strength)))
+        self.__post_init__()
 
     @property
     def stamp(self) -> Stamp:

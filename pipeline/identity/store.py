@@ -128,8 +128,9 @@ def restore_partitions(
         ends = _changelog_ends(client, topic, [p for _, p in claimed])
         for (_, stale), start in claimed.items():
             if ends[stale] < start:
-                log.warning("%s[%d] ends at %d but local state reflects offset %d: a different history; "
-                            "rebuilding the partition from the changelog", topic, stale, ends[stale], start - 1)
+                log.warning("%s[%d] ends at %d but local state reflects offset %d: a different "
+                            "history; rebuilding the partition from the changelog",
+                            topic, stale, ends[stale], start - 1)
                 store.wipe(stale)
                 starts[stale] = 0
     consumer = Consumer({

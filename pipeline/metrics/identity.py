@@ -8,11 +8,14 @@ plain-int ``Counts``.
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pipeline.identity.engine import Counts
-from pipeline.identity.messages import Space
+from pipeline.identity.messages import Message, Space
 from pipeline.identity.model import RefusalReason
+from pipeline.ingest.reasons import Reason
 
 
 class IdentityMetrics:
@@ -82,6 +85,11 @@ class IdentityMetrics:
             self.records.labels(space.value)
         for reason in RefusalReason:
             self.refusals.labels(reason.value)
+        for dead in Reason:
+            self.dead_letters.labels(dead.value)
+        for message in get_args(Message):
+            for route in ("local", "remote"):
+                self.messages.labels(message.__name__, route)
 
     def add(self, counts: Counts) -> None:
         self.events.inc(counts.events)

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
+from pipeline.metrics.identity import IdentityMetrics
 from pipeline.metrics.ingest import IngestMetrics
 from pipeline.metrics.scrape import parse
 from pipeline.topology.catalogue import CHANNELS
@@ -22,6 +23,7 @@ _FUNCS_AND_LABELS = {"le", "instance", "job"}
 def _exported() -> tuple[set[str], set[str]]:
     registry = CollectorRegistry()
     IngestMetrics(registry, CHANNELS)
+    IdentityMetrics(registry)
     scraped = parse(generate_latest(registry).decode())
     names = set(scraped.samples)
     labels = {k for series in scraped.samples.values() for key in series for k, _ in key}
@@ -31,8 +33,9 @@ def _exported() -> tuple[set[str], set[str]]:
 def _exprs() -> list[str]:
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
     exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
-    dash = json.loads((DEPLOY / "grafana" / "omnipipe-ingest.json").read_text())
-    exprs += [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    for board in sorted((DEPLOY / "grafana").glob("*.json")):
+        dash = json.loads(board.read_text())
+        exprs += [t["expr"] for p in dash["panels"] for t in p["targets"]]
     return exprs
 
 

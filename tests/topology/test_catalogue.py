@@ -60,8 +60,9 @@ def test_identity_topics_must_share_the_canonical_partition_count(tmp_path: Path
     body = shipped.replace("  identity_messages:\n    name: identity.messages\n",
                            "  identity_messages:\n    name: identity.messages\n    partitions: 3\n")
     assert body != shipped
-    with pytest.raises(TopologyError, match="identity_messages=3.*same number of partitions"):
+    with pytest.raises(TopologyError, match=r"identity_messages=3.*same number of partitions"):
         load_catalogue(_write(tmp_path, body))
     cat = load_catalogue()
-    assert cat["identity_messages"].partitions == cat["canonical"].partitions == cat["identity_changelog"].partitions
+    counts = {cat[k].partitions for k in ("identity_messages", "canonical", "identity_changelog")}
+    assert len(counts) == 1
     assert cat["identity_merges"].role is Role.AUDIT
