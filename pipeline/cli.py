@@ -65,7 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     ident = stages.add_parser(
         "identity", help="the identity grouping (read from its changelog) vs the truth: pairwise scores"
     )
-    ident.add_argument("--truth", type=Path, required=True, help="ground-truth file of `omnipipe simulate`")
+    source = ident.add_mutually_exclusive_group(required=True)
+    source.add_argument("--truth", type=Path, help="ground-truth file of `omnipipe simulate`; reads the "
+                        "identity changelog of the configured cluster")
+    source.add_argument("--simulate", type=int, metavar="CUSTOMERS",
+                        help="simulate this many customers, run ingest + identity here, then score")
+    ident.add_argument("--seed", type=int, default=1, help="with --simulate")
     ident.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     return p
 
@@ -116,7 +121,12 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.identity.grouping import evaluate_identity, format_score
     from pipeline.runtime.cluster import load_topology
 
-    score = evaluate_identity(settings, load_topology(settings), args.truth)
+    if args.simulate:
+        from pipeline.bench.identity_accuracy import simulate_and_evaluate
+
+        score = simulate_and_evaluate(settings, args.simulate, args.seed)
+    else:
+        score = evaluate_identity(settings, load_topology(settings), args.truth)
     print(json.dumps(score.as_dict(), sort_keys=True) if args.json else format_score(score))
     return 0
 

@@ -6,8 +6,9 @@ order, duplicates and crash-replay). So a message whose target partition is
 owned here is delivered at once, in memory; only messages for partitions other
 workers own leave as records. With the stage's keys co-partitioned (an
 identifier, its cluster and its profile share the partition of their ref),
-most of the ~6 messages an event costs never touch the broker. Confirmations
-are the exception (``CONFIRMATIONS``): they always go through the broker.
+most of the ~6 messages an event costs never touch the broker. Outbox messages
+and their confirmations are the exception (``BROKER_ONLY``): they always go
+through the broker, which is what keeps a crash from stranding an outbox.
 
 What the engine gives back is what the runner must publish, in this order
 (``runner.py`` explains why): resolved events and audit facts (idempotent
@@ -25,11 +26,14 @@ from typing import Protocol
 from pipeline.identity.decide import decide
 from pipeline.identity.messages import (
     Append,
+    Assign,
     AssignAck,
     ClusterTransfer,
     ClusterTransferAck,
     EndAck,
+    Handover,
     HandoverAck,
+    Leave,
     LeaveAck,
     Message,
     Observe,
@@ -38,6 +42,7 @@ from pipeline.identity.messages import (
     Resolved,
     Sighting,
     Space,
+    Unfollow,
     UnfollowAck,
 )
 from pipeline.identity.model import Incarnation, Limits, MergeDecision, Ref, Refusal
@@ -50,12 +55,18 @@ RecordKey = tuple[Space, Ref]
 #: (a request or a transfer re-decides it), the storm guard (sightings, incl. the entry's own).
 _WATCHED = frozenset({ProfileEnd, Append, ClusterTransfer, Sighting, Observe})
 
-#: Confirmations: the messages that clear an outbox or stop a re-send. They always travel through
-#: the broker, sent after the state they confirm is durable (never delivered in memory): an
-#: in-memory acknowledgement could clear an outbox whose message's effects a crash then loses,
-#: and nothing would ever re-send it (tests/identity/test_engine.py has the case).
+#: Confirmations: the messages that clear an outbox or stop a re-send.
 CONFIRMATIONS = frozenset({AssignAck, EndAck, ClusterTransferAck, HandoverAck, LeaveAck, UnfollowAck,
                            Resolution})
+#: Messages a sender keeps in an outbox until confirmed.
+CONFIRMED = frozenset({Assign, ProfileEnd, ClusterTransfer, Handover, Leave, Unfollow})
+#: Never delivered in memory: they travel through the broker, after the state that sent them is
+#: durable, and are replayed from its log like any input. The rest is re-sent by replaying the
+#: input that caused it (every handler re-sends on a redelivery at least what it first sent).
+#: In memory, a confirmation could clear an outbox whose message's effects a crash then loses,
+#: or a confirmed message could be lost with the crash after its outbox was no longer re-sent
+#: by anything: nothing would ever re-send it (tests/identity/test_engine.py has both cases).
+BROKER_ONLY = CONFIRMATIONS | CONFIRMED
 
 
 class RecordSource(Protocol):
@@ -200,7 +211,7 @@ class IdentityEngine:
                 counts.events += 1
             for m in sent:
                 q = partition_of(m.key)
-                if q in parts and type(m) not in CONFIRMATIONS:
+                if q in parts and type(m) not in BROKER_ONLY:
                     append((q, m))
                 else:
                     remote_out.append((q, m))
