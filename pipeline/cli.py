@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
     """``evaluate identity``: read the changelog of the configured cluster, print the scores."""
-    from pipeline.identity.grouping import evaluate_identity, format_score
+    from pipeline.identity.grouping import evaluate_identity, format_evaluation
     from pipeline.runtime.cluster import load_topology
 
     if args.simulate:
@@ -127,7 +127,7 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
         score = simulate_and_evaluate(settings, args.simulate, args.seed)
     else:
         score = evaluate_identity(settings, load_topology(settings), args.truth)
-    print(json.dumps(score.as_dict(), sort_keys=True) if args.json else format_score(score))
+    print(json.dumps(score.as_dict(), sort_keys=True) if args.json else format_evaluation(score))
     return 0
 
 

@@ -19,8 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.app import build_identity, build_ingest
 from pipeline.broker.client_config import librdkafka_config
-from pipeline.identity.evaluate import PairwiseScore
-from pipeline.identity.grouping import evaluate_identity
+from pipeline.identity.grouping import IdentityEvaluation, evaluate_identity
 from pipeline.runtime.cluster import cluster, load_topology, prepare_topics
 from pipeline.runtime.schemas import build_codec
 from pipeline.settings import Settings
@@ -28,7 +27,7 @@ from pipeline.simulate.runner import SimulationPlan, run_simulation
 
 
 def simulate_and_evaluate(settings: Settings, customers: int, seed: int = 1,
-                          truth_path: Path | None = None) -> PairwiseScore:
+                          truth_path: Path | None = None) -> IdentityEvaluation:
     catalogue = load_topology(settings)
     with cluster(settings) as s, tempfile.TemporaryDirectory(prefix="omnipipe-accuracy-") as tmp:
         prepare_topics(s, catalogue)

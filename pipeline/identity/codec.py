@@ -490,7 +490,7 @@ def decode_message(data: bytes) -> Message:
 def _enc_ident(r: IdentifierRecord) -> Body:
     return (r.ref, r.profile, r.incarnation, r.seq, r.gen, r.cluster, r.stable_seen, r.device_seen,
             r.target, r.via, r.via_seq, r.merged_into, r.fanout, r.storm, r.followers, _enc_memo(r.memo),
-            r.pending_unfollow, r.pending_leave)
+            r.pending_unfollow, r.pending_leave, r.moves)
 
 
 def _enc_memo(memo: dict[str, tuple[Ref, str]]) -> Body:
@@ -526,7 +526,7 @@ def _seen(v: Any) -> tuple[Stamp, Ref] | None:
 
 def _dec_ident(b: Body) -> IdentifierRecord:
     (ref, profile, incarnation, seq, gen, cluster, stable_seen, device_seen, target, via, via_seq,
-     merged_into, fanout, storm, followers, memo, pending_unfollow, pending_leave) = b
+     merged_into, fanout, storm, followers, memo, pending_unfollow, pending_leave, moves) = b
     # Built field by field, not through __init__: its __post_init__ fills in defaults, which must
     # not touch a stored record.
     rec = IdentifierRecord.__new__(IdentifierRecord)
@@ -547,6 +547,7 @@ def _dec_ident(b: Body) -> IdentifierRecord:
     rec.followers = {k: _follower(f) for k, f in _map(followers).items()}
     rec.memo = _dec_memo(memo)
     rec.pending_unfollow = {k: _stamp(s) for k, s in _map(pending_unfollow).items()}
+    rec.moves = _int(moves)
     rec.pending_leave = _int_map(pending_leave)
     return rec
 

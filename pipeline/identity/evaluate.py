@@ -103,3 +103,18 @@ def _pairs_counted_twice(groups_of: Mapping[Ref, set[int]]) -> int:
         for a, b in combinations(sorted(refs), 2):
             common[(a, b)] = common.get((a, b), 0) + 1
     return sum(n - 1 for n in common.values())
+
+
+def deterministic_groups(truth_groups: Iterable[Iterable[Ref]]) -> list[list[Ref]]:
+    """The truth without identifiers several people use (a family tablet, a shared cookie).
+
+    What is left is linked by each person's own events alone, so a correct
+    grouping must reach recall 1.0 on it; a shared device can only follow one
+    of its users (the latest login), which is what costs recall on the full truth.
+    """
+    groups = [list(dict.fromkeys(g)) for g in truth_groups]
+    seen: dict[Ref, int] = {}
+    for g in groups:
+        for ref in g:
+            seen[ref] = seen.get(ref, 0) + 1
+    return [[r for r in g if seen[r] == 1] for g in groups]

@@ -16,13 +16,14 @@ the grouping's refs and every score would read as a miss.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.broker.reader import iter_topic
 from pipeline.errors import OmnipipeError
 from pipeline.identity.codec import IdentityCodecError, decode_record, parse_state_key, state_key
-from pipeline.identity.evaluate import PairwiseScore, pairwise_score, truth_ref
+from pipeline.identity.evaluate import PairwiseScore, deterministic_groups, pairwise_score, truth_ref
 from pipeline.identity.messages import Space
 from pipeline.identity.model import Ref
 from pipeline.identity.state import IdentifierRecord
@@ -144,15 +145,38 @@ def truth_groups(truth: Truth | Path | str, pii: PiiHasher | Pii | None = None) 
 
 
 # --------------------------------------------------------------------------- omnipipe evaluate identity
+@dataclass(frozen=True)
+class IdentityEvaluation:
+    """Scores on the whole truth and on its deterministic links (no shared device or cookie)."""
+
+    all: PairwiseScore
+    deterministic: PairwiseScore
+
+    def as_dict(self) -> dict[str, dict[str, float | int]]:
+        return {"all": self.all.as_dict(), "deterministic": self.deterministic.as_dict()}
+
+
 def evaluate_identity(settings: Settings, catalogue: TopicCatalogue, truth_path: Path,
-                      idle_s: float = 2.0) -> PairwiseScore:
+                      idle_s: float = 2.0) -> IdentityEvaluation:
     """Score the configured cluster's identity changelog against a truth file (CLI ``evaluate``, demo)."""
     try:
         truth = load_truth(truth_path)
     except (OSError, ValueError, KeyError) as exc:
         raise GroupingError(f"cannot read truth file {truth_path}: {exc}") from exc
     groups = truth_groups(truth, PiiHasher(settings.hash_key()))
-    return pairwise_score(read_grouping(settings, catalogue, idle_s), groups)
+    grouping = read_grouping(settings, catalogue, idle_s)
+    return IdentityEvaluation(pairwise_score(grouping, groups),
+                              pairwise_score(grouping, deterministic_groups(groups)))
+
+
+def format_evaluation(ev: IdentityEvaluation) -> str:
+    det = ev.deterministic
+    return "\n".join([
+        format_score(ev.all),
+        f"deterministic links only (shared devices/cookies left out): precision {det.precision:.6f}, "
+        f"recall {det.recall:.6f} ({det.correct_pairs} of {det.true_pairs} pairs, "
+        f"{det.false_pairs} false)",
+    ])
 
 
 def format_score(score: PairwiseScore) -> str:

@@ -178,17 +178,27 @@ def _sight(rec: IdentifierRecord, stamp: Stamp, stable_target: Ref | None, devic
         rec.device_seen = (stamp, device_target)
     seen = rec.stable_seen or rec.device_seen
     target = seen[1] if seen else None
-    clock = rec.clock
     if target != rec.target:
-        if rec.target is not None and clock is not None:
-            rec.pending_unfollow[rec.target] = clock
+        rec.moves += 1
+        if rec.target is not None:
+            rec.pending_unfollow[rec.target] = _move_clock(rec)
         if target is not None:
             rec.pending_unfollow.pop(target, None)
         rec.target, rec.via = target, None
     out: Out = [Unfollow(t, rec.ref, c) for t, c in rec.pending_unfollow.items()]
-    if rec.target is not None and rec.via != rec.target and clock is not None:
-        out.append(Follow(rec.target, rec.ref, clock))  # until the target's answer is in
+    if rec.target is not None and rec.via != rec.target:
+        out.append(Follow(rec.target, rec.ref, _move_clock(rec)))  # until the target's answer is in
     return out
+
+
+def _move_clock(rec: IdentifierRecord) -> Stamp:
+    """Orders one follower's Follow/Unfollow at a target: the follower's count of target moves.
+
+    Not the event-time clock: a cookie can leave a target and come back to it
+    while its latest stamp stays put (pinned by a later device sighting), and
+    the Follow would then tie with the Unfollow before it and lose.
+    """
+    return Stamp(rec.moves, "")
 
 
 def _storm_sight(rec: IdentifierRecord, defining: bool, was_storm: bool) -> Out:
@@ -203,8 +213,9 @@ def _storm_sight(rec: IdentifierRecord, defining: bool, was_storm: bool) -> Out:
     """
     news: Out | None = None
     if not was_storm:
-        if rec.target is not None and rec.clock is not None:
-            rec.pending_unfollow[rec.target] = rec.clock
+        if rec.target is not None:
+            rec.moves += 1
+            rec.pending_unfollow[rec.target] = _move_clock(rec)
         rec.target, rec.via = None, None
         # its own profile had ended into another (merged_into): start it again, under a new incarnation
         news = _resolve(rec, rec.ref, rec.ref + STORM_INCARNATION_TAG) if rec.merged_into is not None else []

@@ -58,6 +58,7 @@ class IdentifierRecord:
     memo: dict[str, tuple[Ref, Incarnation]] = field(default_factory=dict)
     pending_unfollow: dict[Ref, Stamp] = field(default_factory=dict)  # outbox
     pending_leave: dict[Ref, int] = field(default_factory=dict)  # outbox: profile -> seq
+    moves: int = 0  # roaming: target changes so far; orders its Follow/Unfollow (rules._move_clock)
 
     def __post_init__(self) -> None:
         self.profile = self.profile or self.ref

@@ -98,10 +98,14 @@ def _print_evaluation(settings: Settings, catalogue: TopicCatalogue, truth: Path
     """Pairwise precision/recall of the live grouping against the simulator's ground truth."""
     from pipeline.identity.grouping import evaluate_identity
 
-    score = evaluate_identity(settings, catalogue, truth)
+    ev = evaluate_identity(settings, catalogue, truth)
+    score = ev.all
     print(f"  identity vs ground truth: precision {score.precision:.4f}, recall {score.recall:.4f} "
           f"({score.correct_pairs:,} of {score.true_pairs:,} true pairs, {score.false_pairs:,} false pairs, "
           f"{score.false_merge_profiles} profiles with a false merge)")
+    det = ev.deterministic
+    print(f"  on deterministic links (no shared device or cookie): precision {det.precision:.4f}, "
+          f"recall {det.recall:.4f}")
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:

@@ -250,7 +250,7 @@ CODED_FIELDS: dict[type, tuple[str, ...]] = {
     MergeDecision: ("source", "source_incarnation", "target", "target_incarnation"),
     IdentifierRecord: ("ref", "profile", "incarnation", "seq", "gen", "cluster", "stable_seen", "device_seen",
                        "target", "via", "via_seq", "merged_into", "fanout", "storm", "followers", "memo",
-                       "pending_unfollow", "pending_leave"),
+                       "pending_unfollow", "pending_leave", "moves"),
     ClusterRecord: ("ref", "forwarded_to", "requests", "members", "gen", "incarnations", "assigned",
                     "refusals", "absorbed", "assign_outbox", "end_outbox", "transfer"),
     ProfileRecord: ("ref", "ended", "folded", "outbox", "members", "merges"),

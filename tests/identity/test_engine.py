@@ -711,9 +711,9 @@ def test_each_refusal_is_counted_once() -> None:
     assert counted == Counter({"card_owned": 1, "email_owned": 1})  # card_owned was 2: again at root C1
 
 
-# =========================================================================== known bug (strict xfail)
-@pytest.mark.xfail(strict=True, reason="rules.py: a Follow and an Unfollow of one target can carry the same "
-                   "clock, and the Unfollow wins the tie (on_unfollow >=, on_follow >)")
+# =========================================================================== regression
+# rules.py once ordered a cookie's Follow/Unfollow by its event-time clock: a Follow and an earlier
+# Unfollow of one target could carry the same clock, and the Unfollow won the tie. Now a move counter.
 def test_a_cookie_that_comes_back_to_a_target_without_a_newer_stamp_still_follows_it() -> None:
     """Five events, one worker, no fault: the cookie ends on the card's stale profile.
 

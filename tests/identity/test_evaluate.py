@@ -84,3 +84,15 @@ def test_rules_on_simulated_customers_make_no_false_merge() -> None:
     sim = PartitionedSimulation(4, seed=cfg.seed)
     sim.run(events)
     assert sim.grouping() == grouping
+
+
+def test_deterministic_groups_leave_out_identifiers_several_people_use() -> None:
+    from pipeline.identity.evaluate import deterministic_groups
+
+    groups = [["cust:A", "dev:tablet", "anon:a"], ["cust:B", "dev:tablet", "card:b"], ["cust:C"]]
+    assert deterministic_groups(groups) == [["cust:A", "anon:a"], ["cust:B", "card:b"], ["cust:C"]]
+    # the tablet follows B (latest login): only pairs through the tablet are missed
+    grouping = {"cust:A": "cust:A", "anon:a": "cust:A", "cust:B": "cust:B", "dev:tablet": "cust:B",
+                "card:b": "cust:B"}
+    assert pairwise_score(grouping, groups).recall < 1.0
+    assert pairwise_score(grouping, deterministic_groups(groups)).recall == 1.0

@@ -240,7 +240,9 @@ def test_omnipipe_evaluate_identity_scores_the_changelog(
     monkeypatch.setenv("OMNIPIPE_TOPOLOGY", str(topology))
 
     assert main(["evaluate", "identity", "--truth", str(truth), "--json"]) == 0
-    score = json.loads(capsys.readouterr().out)
+    scores = json.loads(capsys.readouterr().out)
+    score = scores["all"]
+    assert scores["deterministic"] == score  # nobody shares an identifier here
     # pairs: C1-email true and kept; C2-x true but split; C1-x and email-x put together falsely
     assert score == {"identifiers": 4, "true_pairs": 2, "predicted_pairs": 3, "correct_pairs": 1,
                      "false_pairs": 2, "false_merge_profiles": 1, "precision": 1 / 3, "recall": 0.5}
@@ -248,3 +250,4 @@ def test_omnipipe_evaluate_identity_scores_the_changelog(
     assert main(["evaluate", "identity", "--truth", str(truth)]) == 0
     text = capsys.readouterr().out
     assert "precision:    0.333333" in text and "false-merge profiles: 1" in text
+    assert "deterministic links only" in text

@@ -77,8 +77,9 @@ def test_roaming_registers_are_last_writer_wins_by_event_stamp() -> None:
     late_first = Sighting("dev:d", Stamp(30, "b"), "cust:B", None)
     early_second = Sighting("dev:d", Stamp(10, "a"), "cust:A", None)
     rec = IdentifierRecord("dev:d")
-    assert handle(late_first, rec, NO_LIMITS) == [Follow("cust:B", "dev:d", Stamp(30, "b"))]
-    assert handle(early_second, rec, NO_LIMITS) == [Follow("cust:B", "dev:d", Stamp(30, "b"))]
+    # Follow/Unfollow carry the follower's count of target moves (one move so far), not event time
+    assert handle(late_first, rec, NO_LIMITS) == [Follow("cust:B", "dev:d", Stamp(1, ""))]
+    assert handle(early_second, rec, NO_LIMITS) == [Follow("cust:B", "dev:d", Stamp(1, ""))]
     assert rec.target == "cust:B" and rec.last_login == 30
 
 
@@ -87,12 +88,12 @@ def test_moving_to_a_new_target_unfollows_the_old_one_until_acknowledged() -> No
     handle(Sighting("dev:d", Stamp(10, "a"), "cust:A", None), rec, NO_LIMITS)
     handle(Resolution("dev:d", "cust:A", "cust:A", INITIAL, 0), rec, NO_LIMITS)
     out = handle(Sighting("dev:d", Stamp(20, "b"), "cust:B", None), rec, NO_LIMITS)
-    assert Unfollow("cust:A", "dev:d", Stamp(20, "b")) in out and rec.via is None
+    assert Unfollow("cust:A", "dev:d", Stamp(2, "")) in out and rec.via is None
     target = IdentifierRecord("cust:A")
-    handle(Follow("cust:A", "dev:d", Stamp(10, "a")), target, NO_LIMITS)
-    ack = handle(Unfollow("cust:A", "dev:d", Stamp(20, "b")), target, NO_LIMITS)
-    assert target.followers["dev:d"] == (Stamp(20, "b"), False)
-    handle(Follow("cust:A", "dev:d", Stamp(10, "a")), target, NO_LIMITS)  # late duplicate
+    handle(Follow("cust:A", "dev:d", Stamp(1, "")), target, NO_LIMITS)
+    ack = handle(Unfollow("cust:A", "dev:d", Stamp(2, "")), target, NO_LIMITS)
+    assert target.followers["dev:d"] == (Stamp(2, ""), False)
+    handle(Follow("cust:A", "dev:d", Stamp(1, "")), target, NO_LIMITS)  # late duplicate
     assert target.followers["dev:d"][1] is False
     handle(ack[0], rec, NO_LIMITS)
     assert rec.pending_unfollow == {}
@@ -206,10 +207,12 @@ def test_a_storm_identifier_stops_following_and_its_sightings_cost_no_state() ->
     out = handle(Sighting("anon:bot", Stamp(3, "c"), "cust:C", None), rec, limits)  # third distinct: storm
     assert rec.storm == (Stamp(3, "c"), "cust:C") and rec.target is None
     assert (rec.profile, rec.incarnation) == ("anon:bot", "anon:bot#storm")  # its own profile, revived once
-    assert Unfollow("cust:B", "anon:bot", Stamp(2, "b")) in out and Leave("cust:A", "anon:bot", 2) in out
+    # moves: A, then B, then nobody (the storm): Unfollow(A) at move 2, Unfollow(B) at move 3
+    assert Unfollow("cust:B", "anon:bot", Stamp(3, "")) in out and Leave("cust:A", "anon:bot", 2) in out
+    assert Unfollow("cust:A", "anon:bot", Stamp(2, "")) in out
     assert not any(isinstance(m, Follow) for m in out)
-    for old in ("cust:A", "cust:B"):
-        handle(UnfollowAck("anon:bot", old, Stamp(2, "b")), rec, limits)
+    for old, move in (("cust:A", 2), ("cust:B", 3)):
+        handle(UnfollowAck("anon:bot", old, Stamp(move, "")), rec, limits)
     handle(LeaveAck("anon:bot", "cust:A", 2), rec, limits)
     before = pickle.dumps(rec)
     for i in range(4, 200):  # the storm goes on: nothing to send, nothing to keep
@@ -227,7 +230,7 @@ def test_a_storm_identifier_that_never_resolved_elsewhere_keeps_its_first_incarn
     handle(Sighting("dev:kiosk", Stamp(5, "b"), "cust:B", None), rec, limits)
     out = handle(Sighting("dev:kiosk", Stamp(4, "a"), "cust:A", None), rec, limits)
     assert rec.storm == (Stamp(5, "b"), "cust:B") and (rec.profile, rec.incarnation) == ("dev:kiosk", INITIAL)
-    assert out == [Unfollow("cust:B", "dev:kiosk", Stamp(5, "b"))]
+    assert out == [Unfollow("cust:B", "dev:kiosk", Stamp(2, ""))]  # its second move: to nobody
     handle(Resolution("dev:kiosk", "cust:B", "cust:B", INITIAL, 3), rec, limits)  # a late answer: ignored
     assert rec.profile == "dev:kiosk"
 
