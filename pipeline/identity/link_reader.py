@@ -39,7 +39,9 @@ def _long(data: bytes, pos: int) -> tuple[int, int]:
 def _string(data: bytes, pos: int) -> tuple[str, int]:
     size, pos = _long(data, pos)
     end = pos + size
-    if size < 0 or end > len(data):
+    if size < 0:
+        raise ValueError(f"negative string length {size}")
+    if end > len(data):
         raise IndexError("string past the end")
     return data[pos:end].decode(), end
 
