@@ -33,6 +33,7 @@ from pipeline.identity.grouping import read_grouping_from, truth_groups
 from pipeline.identity.reference import reference_grouping
 from pipeline.ingest.identifiers import PiiHasher
 from pipeline.metrics.scrape import scrape
+from pipeline.simulate.truth import load_truth
 from pipeline.topology.catalogue import DEFAULT_PATH, TopicCatalogue, load_catalogue
 from pipeline.topology.identity_config import load_identity_limits
 from tests.e2e.test_cli_pipeline import HASH_KEY, _env, _port
@@ -103,6 +104,21 @@ def _canonical_events(client: dict[str, str], cat: TopicCatalogue) -> list[dict[
     return list(events.values())
 
 
+def _all_canonical_events(client: dict[str, str], cat: TopicCatalogue, truth: Path,
+                          workers: list[Worker], timeout: float = 180) -> list[dict[str, Any]]:
+    """Every good event of the simulation, once ingest has published them all."""
+    expected = load_truth(truth).summary["events"]
+    deadline = time.monotonic() + timeout
+    events = _canonical_events(client, cat)
+    while len(events) < expected and time.monotonic() < deadline:
+        for w in workers:
+            w.alive()
+        time.sleep(1)
+        events = _canonical_events(client, cat)
+    assert len(events) == expected
+    return events
+
+
 def _settled_grouping(client: dict[str, str], cat: TopicCatalogue, expected: dict[str, str],
                       workers: list[Worker], timeout: float = 180) -> dict[str, str]:
     """Read the changelog until it shows the expected grouping (or the time is up)."""
@@ -138,13 +154,7 @@ def test_killed_identity_worker_ends_with_the_reference_grouping(broker: Embedde
     second = Worker(broker, tmp_path, "w2", state, "idkill")  # same RocksDB: marker + changelog tail
     try:
         # ingest finishes first; then the identity stage must end where the reference does
-        events = _canonical_events(client, cat)
-        for _ in range(60):
-            again = _canonical_events(client, cat)
-            if len(again) == len(events):
-                break
-            events = again
-            time.sleep(1)
+        events = _all_canonical_events(client, cat, truth, [second])
         reference = reference_grouping(events, load_identity_limits())
         expected = reference.grouping()
         grouping = _settled_grouping(client, cat, expected, [second])
@@ -169,13 +179,7 @@ def test_lookup_is_answered_by_any_worker(broker: EmbeddedBroker, tmp_path: Path
     truth = _simulate(broker, tmp_path, customers=300, seed=5)
     workers = [Worker(broker, tmp_path, f"w{i}", tmp_path / f"state-{i}", "idlookup") for i in (1, 2)]
     try:
-        events = _canonical_events(client, cat)
-        for _ in range(60):
-            again = _canonical_events(client, cat)
-            if len(again) == len(events) and events:
-                break
-            events = again
-            time.sleep(1)
+        events = _all_canonical_events(client, cat, truth, workers)
         expected = reference_grouping(events, load_identity_limits()).grouping()
         assert _settled_grouping(client, cat, expected, workers) == expected
 
