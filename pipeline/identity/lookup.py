@@ -18,6 +18,7 @@ way.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -52,8 +53,6 @@ def register_identity_lookup(app: faust.App, loop: IdentityLoop, hasher: PiiHash
 
     async def _owned(ref: Ref, routed: bool, local: Any, path: str) -> tuple[int, Any]:
         """Answer from this worker if it owns ``ref``'s partition, else from the owner."""
-        import asyncio
-
         if loop.owns(ref):
             found = await asyncio.get_running_loop().run_in_executor(None, local, ref)
             return (200, found) if found is not None else (404, {"error": f"unknown identifier {ref}"})
