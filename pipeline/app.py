@@ -101,6 +101,7 @@ def build_identity(
         merges_topic=catalogue["identity_merges"].name,
         merges_subject=catalogue["identity_merges"].avro_subject,
         owners_topic=catalogue["identity_owners"].name,
+        commits_topic=catalogue["identity_commits"].name,
         dlq_topic=catalogue["dlq"].name,
         dlq_subject=catalogue["dlq"].avro_subject,
         partitions=canonical.partitions,

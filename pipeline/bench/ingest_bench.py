@@ -40,7 +40,7 @@ from pipeline.topology.catalogue import Role, TopicCatalogue, TopicSpec
 
 #: Topics the ingest+identity run writes; renamed per round so every round starts empty.
 ROUND_TOPICS = ("canonical", "resolved", "identity_messages", "identity_changelog", "identity_merges",
-                "identity_owners", "dlq")
+                "identity_owners", "identity_commits", "dlq")
 
 #: Bench-only sink for the raw passthroughs; not part of the pipeline's topology.
 PASSTHROUGH_TOPIC = "bench.passthrough"

@@ -17,8 +17,14 @@ Commit order, and why (the rules need state never behind what was sent):
 1. resolved events, audit records and dead letters are published and
    acknowledged. They are idempotent (the same event id / audit id again), so
    being ahead of the state only means a duplicate after a crash;
-2. changed records go to the changelog, acknowledged, then to RocksDB with
-   the changelog offset;
+2. changed records go to the changelog (headers: this run's id and commit
+   number), acknowledged; then the commit's completion mark goes to
+   ``identity.commits``; then RocksDB with the changelog offset. Kafka cannot
+   write several partitions atomically without transactions (which the
+   embedded broker does not honour: its read_committed consumers see aborted
+   records), so a worker killed inside this step leaves part of a commit on
+   the changelog: every restore skips records of commits without a
+   completion mark (``store.restore_partitions``);
 3. messages for other workers are published and acknowledged;
 4. input offsets are committed.
 
@@ -34,6 +40,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +63,7 @@ from pipeline.identity.messages import Message as IdentityMessage
 from pipeline.identity.messages import Observe, Space
 from pipeline.identity.model import Limits, LinkEvent, MergeDecision, Ref, Refusal
 from pipeline.identity.state import IdentifierRecord, ProfileRecord
-from pipeline.identity.store import RocksRecordStore, restore_partitions
+from pipeline.identity.store import RocksRecordStore, commit_header, read_done_commits, restore_partitions
 from pipeline.ingest.reasons import Reason
 from pipeline.metrics.identity import IdentityMetrics
 
@@ -82,6 +89,7 @@ class IdentityConfig:
     merges_topic: str
     merges_subject: str
     owners_topic: str
+    commits_topic: str
     dlq_topic: str
     dlq_subject: str
     partitions: int
@@ -151,6 +159,8 @@ class IdentityLoop:
         self._pending = _Pending()
         self._failures = 0
         self._changelog_offsets: dict[int, int] = {}
+        self._writer = uuid.uuid4().hex[:16]  # this run of the stage, in changelog headers
+        self._seq = 0  # commits of this run
         self._record_counts: dict[tuple[int, Space], int] = {}
 
     def stop(self) -> None:
@@ -205,12 +215,20 @@ class IdentityLoop:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition], producer: Producer) -> None:
         numbers = sorted({tp.partition for tp in partitions} - set(self.engine.partitions))
         started = time.monotonic()
-        applied = restore_partitions(self.store, self.config.client, self.config.changelog_topic, numbers)
+        cfg = self.config
+        done = read_done_commits(cfg.client, cfg.commits_topic) if numbers else {}
+        restored = restore_partitions(self.store, cfg.client, cfg.changelog_topic, numbers, done=done)
+        if restored.undone:
+            # rewrite what the incomplete commit touched, so its records are never a key's last word
+            self._persist(producer, {p: [(key, self.store.raw(p, key)) for key in sorted(keys)]
+                                     for p, keys in restored.undone.items()})
+            log.warning("identity partitions %s: skipped %d changelog records of an incomplete commit",
+                        sorted(restored.undone), sum(map(len, restored.undone.values())))
         took = time.monotonic() - started
         self._metrics.restore_seconds.observe(took)
         if numbers:
             log.info("identity partitions %s: restored %d changelog records in %.2fs",
-                     numbers, sum(applied.values()), took)
+                     numbers, sum(restored.applied.values()), took)
         for p in numbers:
             with self._lock:
                 self.engine.assign(p)
@@ -352,13 +370,14 @@ class IdentityLoop:
                                  "not committing, the stage stops and replays")
 
     def _produce(self, producer: Producer, topic: str, value: bytes | None, key: bytes,
-                 partition: int | None = None) -> None:
+                 partition: int | None = None,
+                 headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
         while True:
             try:
                 if partition is None:
                     producer.produce(topic, value, key)
                 else:
-                    producer.produce(topic, value, key, partition)
+                    producer.produce(topic, value, key, partition, headers=headers)
                 return
             except BufferError:
                 producer.poll(0.05)
@@ -389,12 +408,8 @@ class IdentityLoop:
             dirty = list(self.engine.take_dirty())
         by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for p, (space, ref), rec in dirty:
-            key, value = state_key(space, ref), encode_record(rec)
-            by_partition.setdefault(p, []).append((key, value))
-            self._produce(producer, cfg.changelog_topic, value, key, p)
-        self._flush(producer, "changelog")
-        for p, items in by_partition.items():
-            self.store.write(p, items, self._changelog_offsets[p])
+            by_partition.setdefault(p, []).append((state_key(space, ref), encode_record(rec)))
+        self._persist(producer, by_partition)
         self.stats.changelog_records += len(dirty)
         self._metrics.changelog_records.inc(len(dirty))
         # 3. messages for the partitions other workers own
@@ -415,6 +430,26 @@ class IdentityLoop:
             self.engine.trim()
         self._update_gauges()
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
+
+    def _persist(self, producer: Producer, by_partition: dict[int, list[tuple[bytes, bytes | None]]]) -> None:
+        """Changelog (tagged with this commit), then the commit's completion mark, then RocksDB.
+
+        A worker killed between the first and second step leaves part of a
+        commit on the changelog; restores skip it (``store.restore_partitions``).
+        """
+        if not by_partition:
+            return
+        cfg = self.config
+        self._seq += 1
+        headers = commit_header(self._writer, self._seq)
+        for p, items in by_partition.items():
+            for key, value in items:
+                self._produce(producer, cfg.changelog_topic, value, key, p, headers)
+        self._flush(producer, "changelog")
+        self._produce(producer, cfg.commits_topic, str(self._seq).encode(), self._writer.encode())
+        self._flush(producer, "commit mark")
+        for p, items in by_partition.items():
+            self.store.write(p, items, self._changelog_offsets[p])
 
     def _update_gauges(self) -> None:
         totals = dict.fromkeys(Space, 0)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
 
+from pipeline.broker.reader import iter_topic
 from pipeline.broker.watermarks import fetched_highwaters
 from pipeline.identity.codec import decode_record, state_key
 from pipeline.identity.messages import Space
@@ -52,6 +54,10 @@ class RocksRecordStore:
     def load(self, partition: int, space: Space, ref: Ref) -> Record | None:
         data = self.db(partition).get(state_key(space, ref))
         return decode_record(data) if data is not None else None
+
+    def raw(self, partition: int, key: bytes) -> bytes | None:
+        value = self.db(partition).get(key)
+        return value if value is None else bytes(value)
 
     def changelog_offset(self, partition: int) -> int:
         """The last changelog offset this database reflects (-1: none)."""
@@ -102,17 +108,59 @@ class RocksRecordStore:
         self._dbs.clear()
 
 
+COMMIT_HEADER = "omnipipe.commit"
+"""Changelog record header: ``<writer>:<seq>``, the worker run and commit that wrote it."""
+
+
+def commit_header(writer: str, seq: int) -> list[tuple[str, str | bytes | None]]:
+    return [(COMMIT_HEADER, f"{writer}:{seq}".encode())]
+
+
+def read_done_commits(client: Mapping[str, Any], topic: str) -> dict[str, int]:
+    """Each worker run's last complete commit (``identity.commits``: writer -> seq)."""
+    done: dict[str, int] = {}
+    for record in iter_topic(client, topic, idle_s=0.1):
+        if record.key is not None and record.value is not None:
+            writer, seq = record.key.decode(), int(record.value)
+            done[writer] = max(done.get(writer, -1), seq)
+    return done
+
+
+def _complete(headers: Any, done: Mapping[str, int]) -> bool:
+    """Whether a changelog record belongs to a commit that completed (records without a header: yes)."""
+    for name, value in headers or ():
+        if name == COMMIT_HEADER and isinstance(value, bytes):
+            writer, _, seq = value.decode().rpartition(":")
+            return int(seq) <= done.get(writer, -1)
+    return True
+
+
+@dataclass
+class Restored:
+    applied: dict[int, int]  # partition -> records applied
+    undone: dict[int, set[bytes]]  # partition -> keys whose latest record belongs to an incomplete commit
+
+
 def restore_partitions(
     store: RocksRecordStore,
     client: Mapping[str, Any],
     topic: str,
     partitions: Iterable[int],
     *,
+    done: Mapping[str, int] | None = None,
     batch_records: int = 20_000,
     timeout_s: float = 600.0,
     clock: Callable[[], float] = time.monotonic,
-) -> dict[int, int]:
-    """Apply each partition's changelog tail after its stored offset; returns records applied per partition.
+) -> Restored:
+    """Apply each partition's changelog tail after its stored offset.
+
+    With ``done`` (``read_done_commits``), records of a commit that never
+    completed are skipped: a worker killed while writing a commit's records
+    left some of them on the changelog and not others, and nothing it sent
+    depended on them (messages leave only after the commit is done). The
+    keys whose latest record was skipped are returned, for the caller to
+    write their current value again (so compaction cannot keep the skipped
+    record as the key's last word).
 
     One consumer reads all of them at once and stops at each partition's end
     as the fetch reports it (partition EOF), which is right on the embedded
@@ -122,7 +170,7 @@ def restore_partitions(
     """
     starts = {p: store.changelog_offset(p) + 1 for p in partitions}
     if not starts:
-        return {}
+        return Restored({}, {})
     claimed = {(topic, p): start for p, start in starts.items() if start > 0}
     if claimed:
         ends = _changelog_ends(client, topic, [p for _, p in claimed])
@@ -141,8 +189,10 @@ def restore_partitions(
         "fetch.max.bytes": 52_428_800,
     })
     applied = dict.fromkeys(starts, 0)
+    undone: dict[int, set[bytes]] = {p: set() for p in starts}
     pending: dict[int, list[tuple[bytes, bytes | None]]] = {p: [] for p in starts}
     last = {p: start - 1 for p, start in starts.items()}
+    marked = dict(last)
     waiting = set(starts)
     try:
         consumer.assign([TopicPartition(topic, p, start) for p, start in starts.items()])
@@ -160,15 +210,21 @@ def restore_partitions(
                         continue
                     raise RuntimeError(f"restoring {topic}[{p}]: {err}")
                 key = msg.key()
-                if key is not None:
-                    pending[p].append((key, msg.value()))
-                    last[p] = msg.offset()  # type: ignore[assignment]
+                last[p] = msg.offset()  # type: ignore[assignment]
+                if key is None:
+                    continue
+                if done is not None and not _complete(msg.headers(), done):
+                    undone[p].add(key)
+                    continue
+                undone[p].discard(key)
+                pending[p].append((key, msg.value()))
             for p, items in pending.items():
-                if items and (p not in waiting or len(items) >= batch_records):
+                if (items or last[p] > marked[p]) and (p not in waiting or len(items) >= batch_records):
                     store.write(p, items, last[p])
+                    marked[p] = last[p]
                     applied[p] += len(items)
                     pending[p] = []
-        return applied
+        return Restored(applied, {p: keys for p, keys in undone.items() if keys})
     finally:
         consumer.close()
 

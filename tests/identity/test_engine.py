@@ -32,10 +32,9 @@ an acknowledgement delivered in memory had cleared it. Confirmations now
 always go through the broker (``engine.BROKER_ONLY``), and the exact-state
 property runs with every crash point.
 
-Not modelled: a crash *inside* (2), when the changelog holds some of a
-commit's records and not others (Kafka has no multi-partition atomicity
-without transactions, which the embedded broker does not honour); see
-BENCHMARKS.md / the closing note of issue 3.
+A crash *inside* (2), when the changelog holds some of a commit's records and
+not others, is the same as a crash before (2) here: restores skip records of
+a commit without a completion mark (``tests/identity/test_store.py``).
 """
 
 from __future__ import annotations
