@@ -11,7 +11,6 @@ restarted worker would restore) and scored pairwise against the truth.
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from pipeline.broker.client_config import librdkafka_config
 from pipeline.identity.grouping import IdentityEvaluation, evaluate_identity
 from pipeline.runtime.cluster import cluster, load_topology, prepare_topics
 from pipeline.runtime.schemas import build_codec
+from pipeline.runtime.stage_threads import StageThreads
 from pipeline.settings import Settings
 from pipeline.simulate.runner import SimulationPlan, run_simulation
 
@@ -43,16 +43,12 @@ def simulate_and_evaluate(settings: Settings, customers: int, seed: int = 1,
         registry = CollectorRegistry()
         ingest = build_ingest(s, catalogue, codec, registry)
         identity = build_identity(s, catalogue, codec, registry)
-        threads = [threading.Thread(target=loop.run, name=name, daemon=True)
-                   for name, loop in (("ingest", ingest), ("identity", identity))]
         started = time.perf_counter()
-        for t in threads:
-            t.start()
-        try:
+        with StageThreads("accuracy", daemon=True, join_timeout=60, ingest=ingest, identity=identity) as run:
             last = -1
             while True:
                 time.sleep(2.0)
-                if not all(t.is_alive() for t in threads):
+                if not run.alive():
                     raise RuntimeError("a stage stopped; see the log")
                 st = identity.stats
                 done = (ingest.stats.accepted >= published.events and st.events >= ingest.stats.accepted
@@ -63,11 +59,6 @@ def simulate_and_evaluate(settings: Settings, customers: int, seed: int = 1,
                 if done:
                     break
                 last = st.changelog_records
-        finally:
-            ingest.stop()
-            identity.stop()
-            for t in threads:
-                t.join(timeout=60)
         print(f"ingest + identity done in {time.perf_counter() - started:.0f}s "
               f"({identity.stats.changelog_records:,} changelog records)")
         started = time.perf_counter()

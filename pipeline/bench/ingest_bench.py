@@ -19,7 +19,6 @@ import itertools
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from pipeline.broker.admin import ensure_topics
 from pipeline.broker.client_config import librdkafka_config
 from pipeline.runtime.cluster import cluster, load_topology
 from pipeline.runtime.schemas import build_codec
+from pipeline.runtime.stage_threads import StageThreads
 from pipeline.settings import Settings
 from pipeline.simulate.journeys import JourneyConfig, iter_events
 from pipeline.simulate.publisher import publish
@@ -78,13 +78,10 @@ def _run_ingest(settings: Settings, catalogue: TopicCatalogue, expected: int) ->
     codec = build_codec(settings, max_record_size=2 * settings.max_record_bytes, strict_encode=False)
     loop = build_ingest(settings, catalogue, codec, CollectorRegistry())
     loop.config.group_id = f"bench-ingest-{uuid.uuid4().hex[:6]}"
-    thread = threading.Thread(target=loop.run, name="bench-ingest")
-    thread.start()
-    deadline = time.monotonic() + 600
-    while loop.stats.consumed < expected and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    loop.stop()
-    thread.join()
+    with StageThreads("bench", ingest=loop) as run:
+        deadline = time.monotonic() + 600
+        while loop.stats.consumed < expected and run.alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
     s = loop.stats
     if s.consumed < expected or s.first_batch_at is None or s.last_commit_at is None:
         raise RuntimeError(f"ingest consumed {s.consumed} of {expected}")
@@ -109,21 +106,13 @@ def _run_ingest_identity(settings: Settings, catalogue: TopicCatalogue, expected
     registry = CollectorRegistry()
     ingest = build_ingest(s, cat, codec, registry)
     identity = build_identity(s, cat, codec, registry)
-    threads = [threading.Thread(target=loop.run, name=f"bench-{name}")
-               for name, loop in (("ingest", ingest), ("identity", identity))]
     try:
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 1800
-        while (identity.stats.resolved < expected and all(t.is_alive() for t in threads)
-               and time.monotonic() < deadline):
-            time.sleep(0.01)
-        done = time.perf_counter()
+        with StageThreads("bench", ingest=ingest, identity=identity) as run:
+            deadline = time.monotonic() + 1800
+            while identity.stats.resolved < expected and run.alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            done = time.perf_counter()
     finally:
-        ingest.stop()
-        identity.stop()
-        for t in threads:
-            t.join()
         shutil.rmtree(state, ignore_errors=True)
     st = identity.stats
     if st.resolved < expected or ingest.stats.first_batch_at is None:

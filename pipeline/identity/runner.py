@@ -48,6 +48,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from pipeline.broker.delivery import DeliveryFailed, produce
 from pipeline.contracts.errors import DecodeError
 from pipeline.identity.audit import merge_record, refusal_record
 from pipeline.identity.codec import (
@@ -71,10 +72,6 @@ log = logging.getLogger(__name__)
 
 Decoder = Callable[[bytes, str], dict[str, Any]]
 Encoder = Callable[[str, dict[str, Any]], bytes]
-
-
-class DeliveryFailed(RuntimeError):
-    """The broker refused or timed out records we produced; offsets were not committed."""
 
 
 @dataclass
@@ -369,19 +366,6 @@ class IdentityLoop:
             raise DeliveryFailed(f"{what}: {self._failures} records failed, {remaining} unacknowledged; "
                                  "not committing, the stage stops and replays")
 
-    def _produce(self, producer: Producer, topic: str, value: bytes | None, key: bytes,
-                 partition: int | None = None,
-                 headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
-        while True:
-            try:
-                if partition is None:
-                    producer.produce(topic, value, key)
-                else:
-                    producer.produce(topic, value, key, partition, headers=headers)
-                return
-            except BufferError:
-                producer.poll(0.05)
-
     def _commit(self, consumer: Consumer, producer: Producer) -> None:
         pending = self._pending
         if not pending:
@@ -392,16 +376,16 @@ class IdentityLoop:
         self._pending = _Pending()
         # 1. idempotent outputs
         for ev in pending.resolved:
-            self._produce(producer, cfg.resolved_topic, ev.payload, ev.profile.encode())
+            produce(producer, cfg.resolved_topic, ev.payload, ev.profile.encode())
         audit = cfg.merges_subject
         for merge in pending.merges:
-            self._produce(producer, cfg.merges_topic, self._encode(audit, merge_record(merge, now)),
+            produce(producer, cfg.merges_topic, self._encode(audit, merge_record(merge, now)),
                           merge.source.encode())
         for refusal in pending.refusals:
-            self._produce(producer, cfg.merges_topic, self._encode(audit, refusal_record(refusal, now)),
+            produce(producer, cfg.merges_topic, self._encode(audit, refusal_record(refusal, now)),
                           refusal.ref.encode())
         for _reason, dead in pending.dead:
-            self._produce(producer, cfg.dlq_topic, self._encode(cfg.dlq_subject, dead), dead["key"] or b"")
+            produce(producer, cfg.dlq_topic, self._encode(cfg.dlq_subject, dead), dead["key"] or b"")
         self._flush(producer, "outputs")
         # 2. changed records: changelog first, then RocksDB at the changelog offset
         with self._lock:
@@ -414,7 +398,7 @@ class IdentityLoop:
         self._metrics.changelog_records.inc(len(dirty))
         # 3. messages for the partitions other workers own
         for p, msg in pending.remote:
-            self._produce(producer, cfg.messages_topic, encode_message(msg), msg.key.encode(), p)
+            produce(producer, cfg.messages_topic, encode_message(msg), msg.key.encode(), p)
         self._flush(producer, "messages")
         # 4. inputs
         offsets = [TopicPartition(t, p, o) for (t, p), o in pending.offsets.items()]
@@ -444,9 +428,9 @@ class IdentityLoop:
         headers = commit_header(self._writer, self._seq)
         for p, items in by_partition.items():
             for key, value in items:
-                self._produce(producer, cfg.changelog_topic, value, key, p, headers)
+                produce(producer, cfg.changelog_topic, value, key, p, headers)
         self._flush(producer, "changelog")
-        self._produce(producer, cfg.commits_topic, str(self._seq).encode(), self._writer.encode())
+        produce(producer, cfg.commits_topic, str(self._seq).encode(), self._writer.encode())
         self._flush(producer, "commit mark")
         for p, items in by_partition.items():
             self.store.write(p, items, self._changelog_offsets[p])

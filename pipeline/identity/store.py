@@ -86,15 +86,6 @@ class RocksRecordStore:
         del it
         return n
 
-    def items(self, partition: int, space: Space) -> Iterable[tuple[bytes, bytes]]:
-        prefix = _prefix(space)
-        it = self.db(partition).iter()
-        it.seek(prefix)
-        while it.valid() and it.key().startswith(prefix):
-            yield it.key(), it.value()
-            it.next()
-        del it
-
     def wipe(self, partition: int) -> None:
         """Forget a partition whose changelog no longer holds what this database reflects."""
         db = self._dbs.pop(partition, None)

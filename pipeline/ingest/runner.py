@@ -25,16 +25,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from pipeline.broker.delivery import DeliveryFailed
 from pipeline.ingest.processor import Accepted, IngestProcessor, SourceTopic
 from pipeline.metrics.ingest import CONTROL, IngestMetrics
 
 log = logging.getLogger(__name__)
 
 Encoder = Callable[[str, dict[str, Any]], bytes]
-
-
-class DeliveryFailed(RuntimeError):
-    """The broker refused or timed out records we produced; offsets were not committed."""
 
 
 @dataclass
