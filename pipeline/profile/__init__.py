@@ -1,0 +1,1 @@
+"""The profile stage: per-customer state folded from resolved events, merges, consent and erasure."""
