@@ -230,7 +230,7 @@ class IdentityLoop:
             with self._lock:
                 self.engine.assign(p)
                 for space in Space:
-                    self._record_counts[(p, space)] = self.store.count(p, space)
+                    self._record_counts[(p, space)] = self.store.count_space(p, space)
             producer.produce(self.config.owners_topic, json.dumps(
                 {"partition": p, "url": self.config.advertised_url, "at": self._clock_ms()}).encode(),
                 str(p).encode())

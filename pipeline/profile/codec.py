@@ -49,7 +49,7 @@ def encode_state(state: ProfileState) -> bytes:
 
 
 def decode_state(data: bytes) -> ProfileState:
-    version, fields = _unpack(data)
+    _version, fields = _unpack(data)
     return state_from_fields(fields)
 
 

@@ -12,8 +12,11 @@ exactly as it was:
   the cart does not change, counted as ``cart_item_absent`` (the removal may
   have overtaken its add, which came on another channel);
 - a cart event without a product: likewise, ``cart_item_missing``;
-- the same event id again (an upstream redelivery) within the profile's memo:
-  nothing changes, counted as ``duplicate``.
+- the same event id again (an upstream redelivery) while it is among the
+  profile's ``caps.memo`` most recently ingested events: nothing changes,
+  counted as ``duplicate``. Redeliveries come from a stage replaying its last
+  few seconds, so the window is counted in arrivals (ingest time), not in
+  event time, where a late event would fall out of the memo at once.
 """
 
 from __future__ import annotations
@@ -97,11 +100,10 @@ def check(ev: Mapping[str, Any], limits: ProfileLimits) -> Outcome | None:
             for item in ev.get("items") or ()
         ):
             return Outcome.INVALID_AMOUNT
-    elif kind == CONSENT:
-        if (ev.get("consent_channel") not in limits.consent_channels
-                or (ev.get("consent_purpose") or MARKETING) not in limits.consent_purposes
-                or not isinstance(ev.get("consent_granted"), bool)):
-            return Outcome.INVALID_CONTROL
+    elif kind == CONSENT and (ev.get("consent_channel") not in limits.consent_channels
+            or (ev.get("consent_purpose") or MARKETING) not in limits.consent_purposes
+            or not isinstance(ev.get("consent_granted"), bool)):
+        return Outcome.INVALID_CONTROL
     return None
 
 
@@ -130,7 +132,7 @@ def fold_event(state: ProfileState, ev: Mapping[str, Any], limits: ProfileLimits
     memo = state.memo
     if digest in memo:
         return Outcome.DUPLICATE
-    memo[digest] = t
+    memo[digest] = ev.get("ingest_time") or t  # by arrival: redeliveries come soon after the original
     if len(memo) > caps.memo:
         state.memo = newest(memo, caps.memo, by_time)
     outcome = Outcome.APPLIED
@@ -231,7 +233,7 @@ def _cart_add(state: ProfileState, ev: Mapping[str, Any], t: int, limits: Profil
     if not sku:
         return Outcome.CART_ITEM_MISSING
     category = ev.get("category") or ""
-    quantity, price, _cat, changed = state.cart.get(sku, (0, 0, category, t))
+    quantity, _price, _cat, changed = state.cart.get(sku, (0, 0, category, t))
     state.cart[sku] = (quantity + 1, minor_units(ev.get("price") or 0.0), category, max(changed, t))
     if len(state.cart) > limits.caps.cart_items:
         state.cart = newest(state.cart, limits.caps.cart_items, lambda s, line: (line[3], s))
@@ -260,7 +262,8 @@ def _touch_cart(state: ProfileState, t: int) -> None:
         state.cart_changed_at = t
 
 
-def _purchase(state: ProfileState, ev: Mapping[str, Any], t: int, limits: ProfileLimits, *, store: bool) -> None:
+def _purchase(state: ProfileState, ev: Mapping[str, Any], t: int, limits: ProfileLimits, *,
+              store: bool) -> None:
     caps = limits.caps
     items = ev.get("items") or ()
     amount = ev.get("amount")

@@ -69,7 +69,7 @@ class ProfileState:
     registers: dict[str, Register] = field(default_factory=dict)  # store, region, timezone, ...
     consent: dict[str, tuple[int, bool]] = field(default_factory=dict)  # "CHANNEL/purpose" -> (at, granted)
     last_trigger: dict[str, int] = field(default_factory=dict)  # "action/CHANNEL" -> last sent
-    memo: dict[int, int] = field(default_factory=dict)  # event id digest -> event time
+    memo: dict[int, int] = field(default_factory=dict)  # event id digest -> ingest time
     merged_from: dict[str, int] = field(default_factory=dict)  # profile id folded in -> when
 
 

@@ -7,6 +7,7 @@ stale and never need merging.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from typing import Any
 
@@ -17,7 +18,7 @@ from pipeline.profile.state import CHANNEL_FIELDS, CLICKED, DELIVERED, OPENED, S
 def typical_interval_ms(state: ProfileState) -> int | None:
     """Median gap between the recent purchases (None with fewer than two)."""
     times = sorted(state.purchase_times)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False) if b > a]
+    gaps = [b - a for a, b in itertools.pairwise(times) if b > a]
     return int(statistics.median(gaps)) if gaps else None
 
 

@@ -36,6 +36,7 @@ def events(draw: st.DrawFn, n_max: int = 40) -> list[dict[str, Any]]:
         out.append({
             "event_id": f"e{i}",
             "event_time": draw(st.integers(1_700_000_000_000, 1_700_000_100_000)),
+            "ingest_time": 1_700_000_200_000 + i,
             "channel": channel,
             "type": kind,
             "customer_id": draw(st.sampled_from([None, "C1", "C2"])),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from pipeline.profile.fold import fold_event
@@ -13,6 +13,7 @@ from pipeline.profile.limits import Caps, ProfileLimits
 from pipeline.profile.state import ProfileState, cap_counts, merge
 from tests.profile.strategies import events
 
+PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]  # no tracing 'explain' phase: slow
 LIMITS = ProfileLimits(caps=Caps(identifiers_per_kind=2, recent_products=4, recent_categories=3, cart_items=4,
                                  purchase_times=5, memo=6, merged_from=3))
 CAPS = LIMITS.caps
@@ -36,7 +37,7 @@ def split(evs: list[dict[str, Any]], mask: list[bool]) -> tuple[list[dict[str, A
     return left, right + evs[len(mask):]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, phases=PHASES)
 @given(events(), events(), st.randoms())
 def test_merge_is_commutative(a: list[dict[str, Any]], b: list[dict[str, Any]], rnd: Any) -> None:
     b = [{**ev, "event_id": "b" + ev["event_id"]} for ev in b]
@@ -44,7 +45,7 @@ def test_merge_is_commutative(a: list[dict[str, Any]], b: list[dict[str, Any]], 
     assert merge(x, y, CAPS) == merge(y, x, CAPS)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, phases=PHASES)
 @given(events(25), events(25), events(25))
 def test_merge_is_associative(a: list[dict[str, Any]], b: list[dict[str, Any]], c: list[dict[str, Any]]) -> None:
     b = [{**ev, "event_id": "b" + ev["event_id"]} for ev in b]
@@ -53,14 +54,14 @@ def test_merge_is_associative(a: list[dict[str, Any]], b: list[dict[str, Any]], 
     assert merge(merge(x, y, CAPS), z, CAPS) == merge(x, merge(y, z, CAPS), CAPS)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, phases=PHASES)
 @given(events(60), st.lists(st.booleans(), max_size=60))
 def test_merging_two_halves_equals_folding_everything(evs: list[dict[str, Any]], mask: list[bool]) -> None:
     left, right = split(evs, mask)
     assert without_cart(merge(folded(left), folded(right), CAPS)) == without_cart(folded(evs))
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50, deadline=None, phases=PHASES)
 @given(events(60), st.randoms())
 def test_fold_does_not_depend_on_arrival_order_except_the_cart(evs: list[dict[str, Any]], rnd: Any) -> None:
     shuffled = list(evs)
@@ -68,7 +69,7 @@ def test_fold_does_not_depend_on_arrival_order_except_the_cart(evs: list[dict[st
     assert without_cart(folded(shuffled)) == without_cart(folded(evs))
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50, deadline=None, phases=PHASES)
 @given(events(30))
 def test_merging_an_empty_profile_changes_nothing(evs: list[dict[str, Any]]) -> None:
     state = folded(evs)

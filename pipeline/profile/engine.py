@@ -1,0 +1,465 @@
+"""The profile table of the partitions one worker owns: folds, merges, erasures, exactly once.
+
+Inputs, co-partitioned (partition *p* of each goes to the same worker):
+``events.resolved`` (canonical events keyed by profile id, with the identity
+incarnation in a header), ``identity.merges`` (MERGE audit records keyed by
+the source profile) and ``profile.messages`` (this stage's own messages
+between partitions).
+
+Exactly once, without transactions:
+
+- each partition's *meta* record holds, per input topic, the next offset to
+  apply; it is written with the records it produced (same changelog commit,
+  same RocksDB batch), so a replay skips what the state already holds;
+- everything a step sends (a merged profile's state to its target's
+  partition, a late event forwarded after a merge, dead letters, erasure
+  completions) is first written to the partition's *outbox*, durably with the
+  state that produced it, and only sent after that. A replay never re-derives
+  a message, it re-sends the stored one;
+- outbox messages carry ``(origin partition, seq)``; the receiving partition's
+  meta keeps the last seq applied per origin, and in-order delivery (one
+  producer, one in-flight request) makes anything at or below it a duplicate.
+
+Upstream redeliveries (the identity stage publishes a resolved event again
+after a crash) have new offsets; the profile's event memo drops them
+(``fold.py``).
+
+Merges: a MERGE (S, s_inc) -> (T, t_inc) ends S's incarnation: S's state
+leaves for T in a ``Transfer`` and S keeps a forwarder, so an event of that
+incarnation arriving later follows it (``Forward``). A transfer reaching a
+profile whose incarnation has itself ended follows the same way.
+
+Erasure: an ERASURE_REQUEST resolved to P deletes P's record (a tombstone on
+the changelog) and, with ``Erase`` messages, the forwarders of every profile
+folded into P; the identity stage is asked to forget P's identifiers; a
+completion record goes out once the deletion is durable. An event arriving
+later for the erased person starts a fresh profile, without consent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pipeline.profile.codec import pack, state_fields, state_from_fields, unpack
+from pipeline.profile.fold import CONSENT, ERASURE, REJECTED, Outcome, fold_event
+from pipeline.profile.limits import ProfileLimits
+from pipeline.profile.state import ProfileState, merge
+
+Ref = str
+Incarnation = str
+
+PROFILE_PREFIX = b"p/"
+OUTBOX_PREFIX = b"o/"
+META_KEY = b"m/meta"
+
+# outbox destinations
+MESSAGES = "messages"
+ERASURES = "erasures"
+DEAD = "dlq"
+
+# message kinds on profile.messages
+TRANSFER = "T"
+FORWARD = "F"
+ERASE = "E"
+
+
+def profile_key(profile: Ref) -> bytes:
+    return PROFILE_PREFIX + profile.encode()
+
+
+def outbox_key(seq: int) -> bytes:
+    return OUTBOX_PREFIX + b"%020d" % seq
+
+
+class RawStore(Protocol):
+    def raw(self, partition: int, key: bytes) -> bytes | None: ...
+
+    def items(self, partition: int, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]: ...
+
+
+@dataclass(slots=True)
+class ProfileRecord:
+    """A profile id's live state (None: nothing live) and where its ended incarnations went."""
+
+    state: ProfileState | None = None
+    ended: dict[Incarnation, tuple[Ref, Incarnation]] = field(default_factory=dict)
+
+
+def encode_record(rec: ProfileRecord) -> bytes:
+    return pack([{inc: list(to) for inc, to in rec.ended.items()},
+                 state_fields(rec.state) if rec.state is not None else None])
+
+
+def decode_record(data: bytes) -> ProfileRecord:
+    ended, fields = unpack(data)
+    return ProfileRecord(state_from_fields(fields) if fields is not None else None,
+                         {inc: (to[0], to[1]) for inc, to in ended.items()})
+
+
+@dataclass(slots=True)
+class Meta:
+    """Per partition: next input offset per topic, last seq applied per origin, next outbox seq."""
+
+    next_offset: dict[str, int] = field(default_factory=dict)
+    applied_seq: dict[int, int] = field(default_factory=dict)
+    next_seq: int = 0
+
+    def encode(self) -> bytes:
+        return pack([self.next_offset, self.applied_seq, self.next_seq])
+
+    @classmethod
+    def decode(cls, data: bytes) -> Meta:
+        offsets, seqs, next_seq = unpack(data)
+        return cls(dict(offsets), {int(k): v for k, v in seqs.items()}, next_seq)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    seq: int
+    dest: str  # MESSAGES, ERASURES, DEAD
+    partition: int  # MESSAGES: target partition; else -1
+    key: bytes
+    value: Any  # MESSAGES: a message list; ERASURES/DEAD: a record dict (the runner encodes it)
+
+    def encode(self) -> bytes:
+        return pack([self.dest, self.partition, self.key, self.value])
+
+    @classmethod
+    def decode(cls, seq: int, data: bytes) -> OutboxEntry:
+        dest, partition, key, value = unpack(data)
+        return cls(seq, dest, partition, key, value)
+
+
+def _touch(part: _Partition, profile: Ref) -> None:
+    part.dirty.add(profile)
+    part.deleted.discard(profile)
+
+
+# ------------------------------------------------------------------------------- inputs
+@dataclass(frozen=True, slots=True)
+class EventIn:
+    topic: str
+    partition: int
+    offset: int
+    profile: Ref
+    incarnation: Incarnation
+    event: Mapping[str, Any]
+    payload: bytes  # as consumed, for a dead letter
+
+
+@dataclass(frozen=True, slots=True)
+class MergeIn:
+    topic: str
+    partition: int
+    offset: int
+    source: Ref
+    source_incarnation: Incarnation
+    target: Ref
+    target_incarnation: Incarnation
+
+
+@dataclass(frozen=True, slots=True)
+class MessageIn:
+    topic: str
+    partition: int
+    offset: int
+    message: list[Any]  # [kind, origin partition, seq, target, target incarnation, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SkipIn:
+    """A record that carries nothing for this stage (a refusal on identity.merges): only its offset counts."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+Input = EventIn | MergeIn | MessageIn | SkipIn
+
+
+@dataclass
+class Counts:
+    folds: int = 0
+    merges_folded: int = 0  # transfers folded into a live profile
+    forwarded: int = 0
+    consent_changes: int = 0
+    erasures: int = 0
+    skipped_replays: int = 0
+    duplicate_messages: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)  # anomalies and rejections by Outcome
+    created: int = 0  # live profiles created
+    removed: int = 0  # live profiles gone (merged away or erased)
+
+
+@dataclass
+class _Partition:
+    meta: Meta
+    records: dict[Ref, ProfileRecord] = field(default_factory=dict)
+    dirty: set[Ref] = field(default_factory=set)
+    deleted: set[Ref] = field(default_factory=set)
+    new_outbox: list[OutboxEntry] = field(default_factory=list)
+    unsent: dict[int, OutboxEntry] = field(default_factory=dict)  # durable, not yet acknowledged
+    sent: set[int] = field(default_factory=set)  # acknowledged, key still to delete
+    meta_dirty: bool = False
+
+
+Decoder = Callable[[bytes], Mapping[str, Any]]
+
+
+class ProfileEngine:
+    """Not thread-safe: the runner holds a lock around it (lookups read from the web thread)."""
+
+    def __init__(self, limits: ProfileLimits, partition_of: Callable[[Ref], int], store: RawStore,
+                 clock_ms: Callable[[], int], max_cached: int = 100_000) -> None:
+        self.limits = limits
+        self.partition_of = partition_of
+        self.store = store
+        self.clock_ms = clock_ms
+        self.max_cached = max_cached
+        self._parts: dict[int, _Partition] = {}
+
+    # ------------------------------------------------------------------ ownership
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self._parts)
+
+    def owns(self, partition: int) -> bool:
+        return partition in self._parts
+
+    def assign(self, p: int) -> None:
+        data = self.store.raw(p, META_KEY)
+        part = _Partition(Meta.decode(data) if data is not None else Meta())
+        for key, value in self.store.items(p, OUTBOX_PREFIX):
+            seq = int(key[len(OUTBOX_PREFIX):])
+            part.unsent[seq] = OutboxEntry.decode(seq, value)
+        self._parts[p] = part
+
+    def revoke(self, p: int) -> None:
+        self._parts.pop(p, None)
+
+    def next_offset(self, topic: str, p: int) -> int:
+        return self._parts[p].meta.next_offset.get(topic, 0)
+
+    # ------------------------------------------------------------------ records
+    def _get(self, part: _Partition, p: int, profile: Ref) -> ProfileRecord:
+        rec = part.records.get(profile)
+        if rec is None:
+            data = self.store.raw(p, profile_key(profile)) if profile not in part.deleted else None
+            rec = part.records[profile] = decode_record(data) if data is not None else ProfileRecord()
+        return rec
+
+    def peek(self, profile: Ref) -> ProfileRecord | None:
+        p = self.partition_of(profile)
+        part = self._parts.get(p)
+        if part is None:
+            return None
+        rec = part.records.get(profile)
+        if rec is None and profile not in part.deleted:
+            data = self.store.raw(p, profile_key(profile))
+            rec = decode_record(data) if data is not None else None
+        return rec
+
+    def _emit(self, part: _Partition, dest: str, partition: int, key: bytes, value: Any) -> None:
+        meta = part.meta
+        part.new_outbox.append(OutboxEntry(meta.next_seq, dest, partition, key, value))
+        meta.next_seq += 1
+        part.meta_dirty = True
+
+    def _send(self, part: _Partition, p: int, message: list[Any]) -> None:
+        """A message to ``message[3]``'s partition; ``message[1:3]`` become (origin, seq)."""
+        message[1], message[2] = p, part.meta.next_seq
+        self._emit(part, MESSAGES, self.partition_of(message[3]), message[3].encode(), message)
+
+    # ------------------------------------------------------------------ processing
+    def process(self, inputs: Iterable[Input]) -> Counts:
+        counts = Counts()
+        for item in inputs:
+            p = item.partition
+            part = self._parts.get(p)
+            if part is None:
+                continue  # revoked meanwhile: the new owner applies it
+            offsets = part.meta.next_offset
+            if item.offset < offsets.get(item.topic, 0):
+                counts.skipped_replays += 1
+                continue
+            offsets[item.topic] = item.offset + 1
+            part.meta_dirty = True
+            if isinstance(item, EventIn):
+                self._event(part, p, item, counts)
+            elif isinstance(item, MergeIn):
+                self._merge(part, p, item.source, item.source_incarnation, item.target,
+                            item.target_incarnation, counts)
+            elif isinstance(item, MessageIn):
+                self._message(part, p, item.message, counts)
+        return counts
+
+    def _event(self, part: _Partition, p: int, item: EventIn, counts: Counts) -> None:
+        rec = self._get(part, p, item.profile)
+        end = rec.ended.get(item.incarnation)
+        if end is not None:
+            counts.forwarded += 1
+            self._send(part, p, [FORWARD, 0, 0, end[0], end[1], dict(item.event)])
+            return
+        self._apply(part, p, item.profile, rec, item.event, counts, item)
+
+    def _apply(self, part: _Partition, p: int, profile: Ref, rec: ProfileRecord, ev: Mapping[str, Any],
+               counts: Counts, source: EventIn | None) -> None:
+        if ev["type"] == ERASURE:
+            self._erase(part, p, profile, rec, ev, counts)
+            return
+        created = rec.state is None
+        state = rec.state if rec.state is not None else ProfileState()
+        outcome = fold_event(state, ev, self.limits)
+        if outcome in REJECTED:
+            counts.outcomes[outcome] = counts.outcomes.get(outcome, 0) + 1
+            self._dead_letter(part, outcome, ev, source)
+            return
+        if outcome is not Outcome.APPLIED:
+            counts.outcomes[outcome] = counts.outcomes.get(outcome, 0) + 1
+            if outcome is Outcome.DUPLICATE:
+                return
+        counts.folds += 1
+        if ev["type"] == CONSENT:
+            counts.consent_changes += 1
+        if created:
+            rec.state = state
+            counts.created += 1
+        _touch(part, profile)
+
+    def _dead_letter(self, part: _Partition, outcome: Outcome, ev: Mapping[str, Any],
+                     source: EventIn | None) -> None:
+        """An ``omnipipe.dlq.DeadLetter`` (the runner encodes it); the detail names no personal data."""
+        self._emit(part, DEAD, -1, str(ev["event_id"]).encode(), {
+            "source_topic": source.topic if source else "profile.messages",
+            "source_partition": source.partition if source else -1,
+            "source_offset": source.offset if source else -1,
+            "source_timestamp": None,
+            "reason": outcome.value,
+            "detail": f"{ev['type']} event {ev['event_id']} cannot apply to a profile: {outcome.value}",
+            "stage": "profile",
+            "schema_id": None,
+            "dead_lettered_at": 0,  # set when sent
+            "key": None,
+            "value": source.payload if source else None,
+        })
+
+    def _merge(self, part: _Partition, p: int, source: Ref, s_inc: Incarnation, target: Ref,
+               t_inc: Incarnation, counts: Counts) -> None:
+        if source == target:
+            return  # a newer incarnation of the same id: the state stays where it is
+        rec = self._get(part, p, source)
+        if s_inc in rec.ended:
+            return  # this end is already applied
+        rec.ended[s_inc] = (target, t_inc)
+        state, rec.state = rec.state, None
+        if state is not None:
+            counts.removed += 1
+        _touch(part, source)
+        self._send(part, p, [TRANSFER, 0, 0, target, t_inc, source, s_inc,
+                             state_fields(state) if state is not None else None])
+
+    def _message(self, part: _Partition, p: int, msg: list[Any], counts: Counts) -> None:
+        kind, origin, seq, target, t_inc = msg[:5]
+        if seq <= part.meta.applied_seq.get(origin, -1):
+            counts.duplicate_messages += 1
+            return
+        part.meta.applied_seq[origin] = seq
+        rec = self._get(part, p, target)
+        if kind == ERASE:  # drop the forwarders into the erased person's profiles
+            erased = set(msg[5])
+            rec.ended = {inc: to for inc, to in rec.ended.items() if to[0] not in erased}
+            if rec.state is None and not rec.ended:
+                self._delete(part, target, rec, counts)
+            else:
+                _touch(part, target)
+            return
+        end = rec.ended.get(t_inc)
+        if end is not None:  # the target's incarnation ended too: follow it
+            counts.forwarded += 1
+            self._send(part, p, [kind, 0, 0, end[0], end[1], *msg[5:]])
+            return
+        if kind == FORWARD:
+            self._apply(part, p, target, rec, msg[5], counts, None)
+        elif kind == TRANSFER:
+            source, fields = msg[5], msg[7]
+            incoming = state_from_fields(fields) if fields is not None else ProfileState()
+            incoming.merged_from[source] = incoming.last_seen or 0
+            if rec.state is None:
+                counts.created += 1
+            rec.state = merge(rec.state or ProfileState(), incoming, self.limits.caps)
+            counts.merges_folded += 1
+            _touch(part, target)
+
+    def _erase(self, part: _Partition, p: int, profile: Ref, rec: ProfileRecord, ev: Mapping[str, Any],
+               counts: Counts) -> None:
+        state = rec.state
+        sources = sorted(state.merged_from) if state is not None else []
+        erased = [profile, *sources]
+        for source in sources:
+            self._send(part, p, [ERASE, 0, 0, source, "", erased])
+        identifiers = len(state.identifiers) if state is not None else 0
+        self._delete(part, profile, rec, counts)
+        counts.erasures += 1
+        self._emit(part, ERASURES, -1, str(ev["event_id"]).encode(), {
+            "request_event_id": ev["event_id"],
+            "requested_at": ev["event_time"],
+            "completed_at": 0,  # set when sent, after the deletion is durable
+            "profiles_erased": (1 if state is not None else 0) + len(sources),
+            "identifiers_erased": identifiers,
+            "found": state is not None,
+        })
+
+    def _delete(self, part: _Partition, profile: Ref, rec: ProfileRecord, counts: Counts) -> None:
+        if rec.state is not None:
+            counts.removed += 1
+        rec.state, rec.ended = None, {}
+        part.records.pop(profile, None)
+        part.deleted.add(profile)
+        part.dirty.discard(profile)
+
+    # ------------------------------------------------------------------ commit
+    def take_changes(self) -> dict[int, list[tuple[bytes, bytes | None]]]:
+        """Each partition's changed records, tombstones, outbox entries and meta: one commit."""
+        out: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for p, part in self._parts.items():
+            items: list[tuple[bytes, bytes | None]] = []
+            for profile in sorted(part.dirty):
+                rec = part.records[profile]
+                items.append((profile_key(profile), encode_record(rec) if rec.state is not None or rec.ended
+                              else None))
+            items.extend((profile_key(profile), None) for profile in sorted(part.deleted))
+            items.extend((outbox_key(seq), None) for seq in sorted(part.sent))
+            for entry in part.new_outbox:
+                items.append((outbox_key(entry.seq), entry.encode()))
+                part.unsent[entry.seq] = entry
+            if part.meta_dirty or items:
+                items.append((META_KEY, part.meta.encode()))
+            part.dirty.clear()
+            part.deleted.clear()
+            part.sent.clear()
+            part.new_outbox = []
+            part.meta_dirty = False
+            if items:
+                out[p] = items
+        return out
+
+    def unsent(self) -> list[tuple[int, OutboxEntry]]:
+        """Durable outbox entries not yet acknowledged, in seq order per partition."""
+        return [(p, part.unsent[seq]) for p, part in self._parts.items() for seq in sorted(part.unsent)]
+
+    def acknowledge(self, entries: Iterable[tuple[int, OutboxEntry]]) -> None:
+        """Sent and acknowledged: their keys are deleted with the next commit."""
+        for p, entry in entries:
+            part = self._parts.get(p)
+            if part is not None and part.unsent.pop(entry.seq, None) is not None:
+                part.sent.add(entry.seq)
+                part.meta_dirty = True
+
+    def trim(self) -> None:
+        """Drop decoded records kept between commits beyond the cache bound (they are on disk)."""
+        for part in self._parts.values():
+            if len(part.records) > self.max_cached and not part.dirty:
+                part.records.clear()

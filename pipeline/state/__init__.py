@@ -1,0 +1,1 @@
+"""Stage state on disk: per-partition RocksDB tables restored from their changelogs."""
