@@ -24,10 +24,14 @@ from pipeline.ingest.processor import IngestProcessor, IngestRules, SourceTopic
 from pipeline.ingest.runner import IngestConfig, IngestLoop
 from pipeline.metrics.identity import IdentityMetrics
 from pipeline.metrics.ingest import IngestMetrics
+from pipeline.metrics.profile import ProfileMetrics
+from pipeline.profile.api import register_profile_api
+from pipeline.profile.runner import ProfileConfig, ProfileLoop
 from pipeline.runtime.stage_service import StageService
 from pipeline.settings import Settings
 from pipeline.topology.catalogue import CHANNELS, TopicCatalogue
 from pipeline.topology.identity_config import load_identity_limits
+from pipeline.topology.profile_config import load_profile_limits
 
 
 @dataclass
@@ -38,6 +42,7 @@ class Pipeline:
     registry: CollectorRegistry
     ingest: IngestLoop
     identity: IdentityLoop
+    profile: ProfileLoop
 
 
 def build_ingest(
@@ -117,6 +122,43 @@ def build_identity(
                         IdentityMetrics(registry))
 
 
+def build_profile(
+    settings: Settings,
+    catalogue: TopicCatalogue,
+    codec: AvroCodec,
+    registry: CollectorRegistry,
+    **overrides: Any,
+) -> ProfileLoop:
+    resolved = catalogue["resolved"]
+    if settings.local_broker and "consumer_overrides" not in overrides:
+        overrides["consumer_overrides"] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+    config = ProfileConfig(
+        client=librdkafka_config(settings),
+        group_id=f"{settings.group_id}-profile",
+        resolved_topic=resolved.name,
+        canonical_subject=resolved.avro_subject,
+        merges_topic=catalogue["identity_merges"].name,
+        merges_subject=catalogue["identity_merges"].avro_subject,
+        messages_topic=catalogue["profile_messages"].name,
+        changelog_topic=catalogue["profile_changelog"].name,
+        commits_topic=catalogue["profile_commits"].name,
+        owners_topic=catalogue["profile_owners"].name,
+        erasures_topic=catalogue["erasures"].name,
+        erasures_subject=catalogue["erasures"].avro_subject,
+        dlq_topic=catalogue["dlq"].name,
+        dlq_subject=catalogue["dlq"].avro_subject,
+        partitions=resolved.partitions,
+        state_dir=settings.data_dir / "profile",
+        limits=load_profile_limits(settings.profile_config_path),
+        advertised_url=settings.advertised_url,
+        batch_size=settings.profile_batch_size,
+        commit_interval_s=settings.profile_commit_interval_s,
+        **overrides,
+    )
+    return ProfileLoop(config, codec.decode, codec.encode, PartitionMap(resolved.partitions),
+                       ProfileMetrics(registry))
+
+
 def build_app(
     settings: Settings,
     catalogue: TopicCatalogue,
@@ -150,12 +192,16 @@ def build_app(
     register_dlq_summary(app, catalogue, codec)
     ingest = build_ingest(settings, catalogue, codec, registry)
     identity = build_identity(settings, catalogue, codec, registry)
-    register_identity_lookup(app, identity, PiiHasher(settings.hash_key()))
-    stages = [StageService(ingest, "ingest"), StageService(identity, "identity")]
+    profile = build_profile(settings, catalogue, codec, registry)
+    hasher = PiiHasher(settings.hash_key())
+    register_identity_lookup(app, identity, hasher)
+    register_profile_api(app, profile, identity, hasher)
+    stages = [StageService(ingest, "ingest"), StageService(identity, "identity"),
+              StageService(profile, "profile")]
 
     @app.task
     async def start_stages() -> None:
         for service in stages:
             await app.add_runtime_dependency(service)
 
-    return Pipeline(app=app, registry=registry, ingest=ingest, identity=identity)
+    return Pipeline(app=app, registry=registry, ingest=ingest, identity=identity, profile=profile)

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     identity_config_path: Path | None = Field(None, alias="OMNIPIPE_IDENTITY_CONFIG")
     identity_batch_size: int = Field(2000, alias="OMNIPIPE_IDENTITY_BATCH_SIZE", ge=1, le=100_000)
     identity_commit_interval_s: float = Field(0.2, alias="OMNIPIPE_IDENTITY_COMMIT_INTERVAL_S", gt=0)
+    profile_config_path: Path | None = Field(None, alias="OMNIPIPE_PROFILE_CONFIG")
+    profile_batch_size: int = Field(2000, alias="OMNIPIPE_PROFILE_BATCH_SIZE", ge=1, le=100_000)
+    profile_commit_interval_s: float = Field(0.2, alias="OMNIPIPE_PROFILE_COMMIT_INTERVAL_S", gt=0)
     web_advertised_url: str | None = Field(
         None, alias="OMNIPIPE_WEB_ADVERTISED_URL",
         description="How other workers reach this one's web server (lookups are routed to the owner).",

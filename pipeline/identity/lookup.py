@@ -18,12 +18,10 @@ way.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
 
-import aiohttp
 import faust
 from faust.web import Request, Response, View
 
@@ -31,38 +29,35 @@ from pipeline.identity.model import Ref, kind_of
 from pipeline.identity.runner import IdentityLoop
 from pipeline.ingest.identifiers import KINDS as RAW_KINDS
 from pipeline.ingest.identifiers import IdentifierError, PiiHasher, resolve_identifiers
+from pipeline.runtime.routing import NOT_OWNER, RETRY, ROUTED, OwnerRouter, Unavailable
 
 log = logging.getLogger(__name__)
 
-ROUTED = "X-Omnipipe-Routed"
-NOT_OWNER = {"error": "this worker does not own the key's partition (moving); retry"}
-RETRY = {"Retry-After": "1"}
+def ref_from_body(body: bytes, hasher: PiiHasher) -> Ref:
+    """The ref of the one raw identifier in a JSON body, hashed as ingest hashes it.
 
-
-class _Unavailable(Exception):
-    pass
+    Errors (``ValueError``) name the kind, never the value.
+    """
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise ValueError("body must be JSON") from None
+    if not isinstance(doc, dict) or len(doc) != 1 or next(iter(doc)) not in RAW_KINDS:
+        raise ValueError(f"body must hold exactly one of {list(RAW_KINDS)}")
+    try:
+        ref = resolve_identifiers({k: str(v) for k, v in doc.items()}, hasher).strongest_key()
+    except IdentifierError as exc:
+        raise ValueError(str(exc)) from None
+    if ref is None:
+        raise ValueError("empty identifier")
+    return ref
 
 
 def register_identity_lookup(app: faust.App, loop: IdentityLoop, hasher: PiiHasher) -> None:
-    timeout = aiohttp.ClientTimeout(total=5)
-
-    async def _remote(url: str, path: str) -> tuple[int, Any]:
-        async with (aiohttp.ClientSession(timeout=timeout) as session,
-                    session.get(url.rstrip("/") + path, headers={ROUTED: "1"}) as resp):
-            return resp.status, await resp.json(content_type=None)
+    router = OwnerRouter(loop, loop.config.advertised_url)
 
     async def _owned(ref: Ref, routed: bool, local: Any, path: str) -> tuple[int, Any]:
-        """Answer from this worker if it owns ``ref``'s partition, else from the owner."""
-        if loop.owns(ref):
-            found = await asyncio.get_running_loop().run_in_executor(None, local, ref)
-            return (200, found) if found is not None else (404, {"error": f"unknown identifier {ref}"})
-        partition, url = loop.owner_of(ref)
-        if routed or url is None or url == loop.config.advertised_url:
-            raise _Unavailable(f"partition {partition} is moving between workers; retry")
-        try:
-            return await _remote(url, path)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _Unavailable(f"owner of partition {partition} ({url}) did not answer: {exc}") from exc
+        return await router.fetch(ref, routed, local, path, f"unknown identifier {ref}")
 
     async def resolve(view: View, ref: Ref, routed: bool) -> Response:
         try:
@@ -79,7 +74,7 @@ def register_identity_lookup(app: faust.App, loop: IdentityLoop, hasher: PiiHash
             profile = found["profile_id"]
             pstatus, listing = await _owned(profile, False, loop.profile_local,
                                             f"/identity/_profile/{profile}")
-        except _Unavailable as exc:
+        except Unavailable as exc:
             return view.json({"error": str(exc)}, status=503, headers={"Retry-After": "1"})
         identifiers = listing.get("identifiers", {}) if pstatus == 200 else {}
         return view.json({**found, "identifiers": identifiers, "served_by": loop.config.advertised_url})
@@ -107,17 +102,9 @@ def register_identity_lookup(app: faust.App, loop: IdentityLoop, hasher: PiiHash
     class RawLookupView(View):
         async def post(self, request: Request) -> Response:
             try:
-                body = json.loads(await request.read())
-            except ValueError:
-                return self.json({"error": "body must be JSON"}, status=400)
-            if not isinstance(body, dict) or len(body) != 1 or next(iter(body)) not in RAW_KINDS:
-                return self.json({"error": f"body must hold exactly one of {list(RAW_KINDS)}"}, status=400)
-            try:
-                ref = resolve_identifiers({k: str(v) for k, v in body.items()}, hasher).strongest_key()
-            except IdentifierError as exc:
-                return self.json({"error": str(exc)}, status=400)  # names the kind, never the value
-            if ref is None:
-                return self.json({"error": "empty identifier"}, status=400)
+                ref = ref_from_body(await request.read(), hasher)
+            except ValueError as exc:
+                return self.json({"error": str(exc)}, status=400)
             return await resolve(self, ref, False)
 
     app.page("/identity/lookup")(RawLookupView)

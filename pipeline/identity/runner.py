@@ -70,6 +70,9 @@ from pipeline.metrics.identity import IdentityMetrics
 
 log = logging.getLogger(__name__)
 
+INCARNATION_HEADER = "omnipipe.incarnation"
+"""Header of ``events.resolved`` records: the profile incarnation the event was folded into."""
+
 Decoder = Callable[[bytes, str], dict[str, Any]]
 Encoder = Callable[[str, dict[str, Any]], bytes]
 
@@ -376,7 +379,8 @@ class IdentityLoop:
         self._pending = _Pending()
         # 1. idempotent outputs
         for ev in pending.resolved:
-            produce(producer, cfg.resolved_topic, ev.payload, ev.profile.encode())
+            produce(producer, cfg.resolved_topic, ev.payload, ev.profile.encode(), None,
+                    [(INCARNATION_HEADER, ev.incarnation.encode())])
         audit = cfg.merges_subject
         for merge in pending.merges:
             produce(producer, cfg.merges_topic, self._encode(audit, merge_record(merge, now)),

@@ -100,19 +100,25 @@ def decode_record(data: bytes) -> ProfileRecord:
 
 @dataclass(slots=True)
 class Meta:
-    """Per partition: next input offset per topic, last seq applied per origin, next outbox seq."""
+    """Per partition: next input offset per topic, last seq applied per origin, next outbox seq.
+
+    Also the partition's live profiles and their stored bytes (keys and
+    values), kept with every commit so the gauges need no scan at assignment.
+    """
 
     next_offset: dict[str, int] = field(default_factory=dict)
     applied_seq: dict[int, int] = field(default_factory=dict)
     next_seq: int = 0
+    live: int = 0
+    stored_bytes: int = 0
 
     def encode(self) -> bytes:
-        return pack([self.next_offset, self.applied_seq, self.next_seq])
+        return pack([self.next_offset, self.applied_seq, self.next_seq, self.live, self.stored_bytes])
 
     @classmethod
     def decode(cls, data: bytes) -> Meta:
-        offsets, seqs, next_seq = unpack(data)
-        return cls(dict(offsets), {int(k): v for k, v in seqs.items()}, next_seq)
+        offsets, seqs, next_seq, live, size = unpack(data)
+        return cls(dict(offsets), {int(k): v for k, v in seqs.items()}, next_seq, live, size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,14 @@ class OutboxEntry:
     def decode(cls, seq: int, data: bytes) -> OutboxEntry:
         dest, partition, key, value = unpack(data)
         return cls(seq, dest, partition, key, value)
+
+
+def _dead_letter(topic: str, partition: int, offset: int, reason: str, detail: str, key: bytes | None,
+                 payload: bytes | None) -> dict[str, Any]:
+    """An ``omnipipe.dlq.DeadLetter`` value (the runner stamps ``dead_lettered_at``); no personal data."""
+    return {"source_topic": topic, "source_partition": partition, "source_offset": offset,
+            "source_timestamp": None, "reason": reason, "detail": detail[:500], "stage": "profile",
+            "schema_id": None, "dead_lettered_at": 0, "key": key, "value": payload}
 
 
 def _touch(part: _Partition, profile: Ref) -> None:
@@ -169,6 +183,19 @@ class MessageIn:
 
 
 @dataclass(frozen=True, slots=True)
+class BadIn:
+    """A record this stage cannot read: it becomes a dead letter, in order with everything else."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    detail: str
+    key: bytes | None
+    payload: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
 class SkipIn:
     """A record that carries nothing for this stage (a refusal on identity.merges): only its offset counts."""
 
@@ -177,7 +204,7 @@ class SkipIn:
     offset: int
 
 
-Input = EventIn | MergeIn | MessageIn | SkipIn
+Input = EventIn | MergeIn | MessageIn | BadIn | SkipIn
 
 
 @dataclass
@@ -190,8 +217,7 @@ class Counts:
     skipped_replays: int = 0
     duplicate_messages: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)  # anomalies and rejections by Outcome
-    created: int = 0  # live profiles created
-    removed: int = 0  # live profiles gone (merged away or erased)
+    dead_letters: dict[str, int] = field(default_factory=dict)  # by reason
 
 
 @dataclass
@@ -200,6 +226,7 @@ class _Partition:
     records: dict[Ref, ProfileRecord] = field(default_factory=dict)
     dirty: set[Ref] = field(default_factory=set)
     deleted: set[Ref] = field(default_factory=set)
+    sizes: dict[Ref, int] = field(default_factory=dict)  # stored bytes of the records read or written
     new_outbox: list[OutboxEntry] = field(default_factory=list)
     unsent: dict[int, OutboxEntry] = field(default_factory=dict)  # durable, not yet acknowledged
     sent: set[int] = field(default_factory=set)  # acknowledged, key still to delete
@@ -220,6 +247,7 @@ class ProfileEngine:
         self.clock_ms = clock_ms
         self.max_cached = max_cached
         self._parts: dict[int, _Partition] = {}
+        self.written_sizes: list[int] = []  # record sizes written since the runner last took them
 
     # ------------------------------------------------------------------ ownership
     @property
@@ -247,8 +275,11 @@ class ProfileEngine:
     def _get(self, part: _Partition, p: int, profile: Ref) -> ProfileRecord:
         rec = part.records.get(profile)
         if rec is None:
-            data = self.store.raw(p, profile_key(profile)) if profile not in part.deleted else None
+            key = profile_key(profile)
+            data = self.store.raw(p, key) if profile not in part.deleted else None
             rec = part.records[profile] = decode_record(data) if data is not None else ProfileRecord()
+            if data is not None:
+                part.sizes[profile] = len(key) + len(data)
         return rec
 
     def peek(self, profile: Ref) -> ProfileRecord | None:
@@ -294,6 +325,11 @@ class ProfileEngine:
                             item.target_incarnation, counts)
             elif isinstance(item, MessageIn):
                 self._message(part, p, item.message, counts)
+            elif isinstance(item, BadIn):
+                counts.dead_letters[item.reason] = counts.dead_letters.get(item.reason, 0) + 1
+                self._emit(part, DEAD, -1, item.key or b"", _dead_letter(
+                    item.topic, item.partition, item.offset, item.reason, item.detail, item.key,
+                    item.payload))
         return counts
 
     def _event(self, part: _Partition, p: int, item: EventIn, counts: Counts) -> None:
@@ -315,7 +351,12 @@ class ProfileEngine:
         outcome = fold_event(state, ev, self.limits)
         if outcome in REJECTED:
             counts.outcomes[outcome] = counts.outcomes.get(outcome, 0) + 1
-            self._dead_letter(part, outcome, ev, source)
+            counts.dead_letters[outcome.value] = counts.dead_letters.get(outcome.value, 0) + 1
+            self._emit(part, DEAD, -1, str(ev["event_id"]).encode(), _dead_letter(
+                source.topic if source else "profile.messages", source.partition if source else p,
+                source.offset if source else -1, outcome.value,
+                f"{ev['type']} event {ev['event_id']} cannot apply to a profile: {outcome.value}",
+                None, source.payload if source else None))
             return
         if outcome is not Outcome.APPLIED:
             counts.outcomes[outcome] = counts.outcomes.get(outcome, 0) + 1
@@ -326,25 +367,8 @@ class ProfileEngine:
             counts.consent_changes += 1
         if created:
             rec.state = state
-            counts.created += 1
+            part.meta.live += 1
         _touch(part, profile)
-
-    def _dead_letter(self, part: _Partition, outcome: Outcome, ev: Mapping[str, Any],
-                     source: EventIn | None) -> None:
-        """An ``omnipipe.dlq.DeadLetter`` (the runner encodes it); the detail names no personal data."""
-        self._emit(part, DEAD, -1, str(ev["event_id"]).encode(), {
-            "source_topic": source.topic if source else "profile.messages",
-            "source_partition": source.partition if source else -1,
-            "source_offset": source.offset if source else -1,
-            "source_timestamp": None,
-            "reason": outcome.value,
-            "detail": f"{ev['type']} event {ev['event_id']} cannot apply to a profile: {outcome.value}",
-            "stage": "profile",
-            "schema_id": None,
-            "dead_lettered_at": 0,  # set when sent
-            "key": None,
-            "value": source.payload if source else None,
-        })
 
     def _merge(self, part: _Partition, p: int, source: Ref, s_inc: Incarnation, target: Ref,
                t_inc: Incarnation, counts: Counts) -> None:
@@ -356,7 +380,7 @@ class ProfileEngine:
         rec.ended[s_inc] = (target, t_inc)
         state, rec.state = rec.state, None
         if state is not None:
-            counts.removed += 1
+            part.meta.live -= 1
         _touch(part, source)
         self._send(part, p, [TRANSFER, 0, 0, target, t_inc, source, s_inc,
                              state_fields(state) if state is not None else None])
@@ -388,7 +412,7 @@ class ProfileEngine:
             incoming = state_from_fields(fields) if fields is not None else ProfileState()
             incoming.merged_from[source] = incoming.last_seen or 0
             if rec.state is None:
-                counts.created += 1
+                part.meta.live += 1
             rec.state = merge(rec.state or ProfileState(), incoming, self.limits.caps)
             counts.merges_folded += 1
             _touch(part, target)
@@ -414,7 +438,7 @@ class ProfileEngine:
 
     def _delete(self, part: _Partition, profile: Ref, rec: ProfileRecord, counts: Counts) -> None:
         if rec.state is not None:
-            counts.removed += 1
+            part.meta.live -= 1
         rec.state, rec.ended = None, {}
         part.records.pop(profile, None)
         part.deleted.add(profile)
@@ -426,11 +450,20 @@ class ProfileEngine:
         out: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for p, part in self._parts.items():
             items: list[tuple[bytes, bytes | None]] = []
+            sizes, meta = part.sizes, part.meta
             for profile in sorted(part.dirty):
                 rec = part.records[profile]
-                items.append((profile_key(profile), encode_record(rec) if rec.state is not None or rec.ended
-                              else None))
-            items.extend((profile_key(profile), None) for profile in sorted(part.deleted))
+                key = profile_key(profile)
+                value = encode_record(rec) if rec.state is not None or rec.ended else None
+                items.append((key, value))
+                size = len(key) + len(value) if value is not None else 0
+                meta.stored_bytes += size - sizes.get(profile, 0)
+                sizes[profile] = size
+                if value is not None:
+                    self.written_sizes.append(size)
+            for profile in sorted(part.deleted):
+                items.append((profile_key(profile), None))
+                meta.stored_bytes -= sizes.pop(profile, 0)
             items.extend((outbox_key(seq), None) for seq in sorted(part.sent))
             for entry in part.new_outbox:
                 items.append((outbox_key(entry.seq), entry.encode()))
@@ -463,3 +496,9 @@ class ProfileEngine:
         for part in self._parts.values():
             if len(part.records) > self.max_cached and not part.dirty:
                 part.records.clear()
+                part.sizes.clear()
+
+    def totals(self) -> tuple[int, int]:
+        """Live profiles and their stored bytes over the owned partitions."""
+        metas = [part.meta for part in self._parts.values()]
+        return sum(m.live for m in metas), sum(m.stored_bytes for m in metas)

@@ -101,15 +101,23 @@ class TopicCatalogue:
         return TopicCatalogue({k: replace(v, partitions=partitions) for k, v in self.topics.items()})
 
 
-COPARTITIONED = ("canonical", "identity_messages", "identity_changelog")
-"""The identity stage routes by key over these together: one partition number, one owner."""
+COPARTITIONED = (
+    ("canonical", "identity_messages", "identity_changelog"),
+    ("resolved", "identity_merges", "profile_messages", "profile_changelog"),
+)
+"""Each stage routes by key over one group together: one partition number, one owner.
+
+Identity: its input, messages and changelog. Profiles: resolved events and
+merges (both keyed by profile id), profile messages and the changelog.
+"""
 
 
 def _check_copartitioned(path: Path, specs: Mapping[str, TopicSpec]) -> None:
-    present = [specs[k] for k in COPARTITIONED if k in specs]
-    if len({t.partitions for t in present}) > 1:
-        counts = ", ".join(f"{t.key}={t.partitions}" for t in present)
-        raise TopologyError(f"{path}: {counts}: these topics must have the same number of partitions")
+    for group in COPARTITIONED:
+        present = [specs[k] for k in group if k in specs]
+        if len({t.partitions for t in present}) > 1:
+            counts = ", ".join(f"{t.key}={t.partitions}" for t in present)
+            raise TopologyError(f"{path}: {counts}: these topics must have the same number of partitions")
 
 
 def _int(entry: Mapping[str, Any], field: str, where: str, minimum: int) -> int:

@@ -19,11 +19,15 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from pipeline.profile.engine import (
+    META_KEY,
+    PROFILE_PREFIX,
     EventIn,
+    Meta,
     MergeIn,
     MessageIn,
     OutboxEntry,
     ProfileEngine,
+    decode_record,
     profile_key,
 )
 from pipeline.profile.fold import fold_event
@@ -133,8 +137,6 @@ class Cluster:
         return bool(batch)
 
     def live(self) -> dict[str, ProfileState]:
-        from pipeline.profile.engine import PROFILE_PREFIX, decode_record
-
         out = {}
         for p in range(self.n):
             for key, value in self.store.items(p, PROFILE_PREFIX):
@@ -206,6 +208,11 @@ def test_every_profile_is_the_fold_of_its_events_despite_crashes(history: Any, p
     assert {p: comparable(s) for p, s in live.items()} == {p: comparable(s) for p, s in expected.items()}
     for root, state in live.items():
         assert set(state.merged_from) == {s for s, *_ in merges if root_of(s, merges) == root}
+    for p in range(partitions):  # the gauges' figures, kept in meta, agree with what is stored
+        meta = Meta.decode(cluster.store.raw(p, META_KEY) or Meta().encode())
+        stored = list(cluster.store.items(p, PROFILE_PREFIX))
+        assert meta.live == sum(1 for _k, v in stored if decode_record(v).state is not None)
+        assert meta.stored_bytes == sum(len(k) + len(v) for k, v in stored)
 
 
 def _engine() -> tuple[ProfileEngine, DictStore]:

@@ -1,0 +1,416 @@
+"""The profile stage's consume -> fold -> persist -> send loop (one consumer-group member).
+
+A librdkafka loop under the Faust app, like ingest and identity, for the same
+measured reason (one Faust send per event reached 0.05 of raw aiokafka,
+BENCHMARKS.md); its table is RocksDB per partition plus a compacted
+changelog, restored the same way as identity's (``pipeline/state``).
+
+Commit order (the engine's docstring says why it is exactly once):
+
+1. the commit's changed records, tombstones, outbox entries and the
+   partition's meta (input offsets applied) go to the changelog, tagged with
+   this run and commit; then the completion mark on ``profile.commits``; then
+   RocksDB;
+2. the outbox is sent (profile messages in order, one request in flight;
+   erasure completions and dead letters stamped with the send time) and
+   acknowledged; the sent entries are deleted with the next commit;
+3. input offsets are committed (only to keep consumer lag meaningful: a
+   re-read input below the stored offsets is skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from pipeline.broker.delivery import DeliveryFailed, produce
+from pipeline.contracts.errors import DecodeError
+from pipeline.identity.audit import MERGE
+from pipeline.identity.runner import INCARNATION_HEADER
+from pipeline.ingest.reasons import Reason
+from pipeline.metrics.profile import ProfileMetrics
+from pipeline.profile.codec import ProfileCodecError, pack, unpack
+from pipeline.profile.engine import (
+    DEAD,
+    ERASURES,
+    MESSAGES,
+    BadIn,
+    EventIn,
+    Input,
+    MergeIn,
+    MessageIn,
+    ProfileEngine,
+    ProfileRecord,
+    SkipIn,
+)
+from pipeline.profile.limits import ProfileLimits
+from pipeline.profile.views import profile_json
+from pipeline.state.changelog import commit_header, read_done_commits, restore_partitions
+from pipeline.state.partition_store import PartitionStore
+
+log = logging.getLogger(__name__)
+
+Decoder = Callable[[bytes, str], dict[str, Any]]
+Encoder = Callable[[str, dict[str, Any]], bytes]
+
+
+@dataclass
+class ProfileConfig:
+    client: Mapping[str, Any]
+    group_id: str
+    resolved_topic: str
+    canonical_subject: str
+    merges_topic: str
+    merges_subject: str
+    messages_topic: str
+    changelog_topic: str
+    commits_topic: str
+    owners_topic: str
+    erasures_topic: str
+    erasures_subject: str
+    dlq_topic: str
+    dlq_subject: str
+    partitions: int
+    state_dir: Path
+    limits: ProfileLimits
+    advertised_url: str
+    batch_size: int = 2000
+    commit_interval_s: float = 0.2
+    max_cached_records: int = 100_000
+    consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProfileStats:
+    """Cumulative counts, readable from other threads."""
+
+    consumed: int = 0
+    folds: int = 0
+    commits: int = 0
+    erasures: int = 0
+    idle_since: float | None = None
+
+
+class ProfileLoop:
+    """``run`` blocks until ``stop``; ``lookup`` may be called from any thread."""
+
+    def __init__(self, config: ProfileConfig, decode: Decoder, encode: Encoder,
+                 partition_of: Callable[[str], int], metrics: ProfileMetrics,
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+        self.config = config
+        self._decode = decode
+        self._encode = encode
+        self._metrics = metrics
+        self._clock_ms = clock_ms
+        self.partition_of = partition_of
+        self.store = PartitionStore(config.state_dir)
+        self.engine = ProfileEngine(config.limits, partition_of, self.store, clock_ms,
+                                    max_cached=config.max_cached_records)
+        self.stats = ProfileStats()
+        self.owners: dict[int, str] = {}
+        self.assigned = threading.Event()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._dirty_since: float | None = None
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._failures = 0
+        self._changelog_offsets: dict[int, int] = {}
+        self._writer = uuid.uuid4().hex[:16]
+        self._seq = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------------ clients
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failures += 1
+            self._metrics.delivery_failures.inc()
+            log.error("delivery failed on %s: %s", msg.topic(), err)
+        elif msg.topic() == self.config.changelog_topic:
+            p: int = msg.partition()  # type: ignore[assignment]
+            off: int = msg.offset()  # type: ignore[assignment]
+            if off > self._changelog_offsets.get(p, -1):
+                self._changelog_offsets[p] = off
+
+    def _make_clients(self) -> tuple[Consumer, Producer, Consumer]:
+        cfg = self.config
+        consumer = Consumer({
+            **cfg.client,
+            "group.id": cfg.group_id,
+            "client.id": f"{cfg.group_id}-profile",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "range",  # co-partitioned inputs: partition p together
+            "queued.max.messages.kbytes": 65536,
+            "session.timeout.ms": 10000,
+            "heartbeat.interval.ms": 1000,
+            "max.poll.interval.ms": 600000,
+            **cfg.consumer_overrides,
+        })
+        producer = Producer({
+            **cfg.client,
+            "client.id": f"{cfg.group_id}-profile",
+            "linger.ms": 5,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 1000000,
+            "max.in.flight.requests.per.connection": 1,  # messages to a partition arrive in seq order
+            "acks": "all",
+            "on_delivery": self._on_delivery,
+        })
+        owners = Consumer({**cfg.client, "group.id": f"{cfg.group_id}-profile-owners",
+                           "enable.auto.commit": False})
+        return consumer, producer, owners
+
+    # ------------------------------------------------------------------ ownership
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition], producer: Producer) -> None:
+        cfg = self.config
+        numbers = sorted({tp.partition for tp in partitions} - set(self.engine.partitions))
+        started = time.monotonic()
+        done = read_done_commits(cfg.client, cfg.commits_topic) if numbers else {}
+        restored = restore_partitions(self.store, cfg.client, cfg.changelog_topic, numbers, done=done)
+        if restored.undone:
+            self._persist(producer, {p: [(key, self.store.raw(p, key)) for key in sorted(keys)]
+                                     for p, keys in restored.undone.items()})
+            log.warning("profile partitions %s: skipped %d changelog records of an incomplete commit",
+                        sorted(restored.undone), sum(map(len, restored.undone.values())))
+        took = time.monotonic() - started
+        self._metrics.restore_seconds.observe(took)
+        if numbers:
+            log.info("profile partitions %s: restored %d changelog records in %.2fs",
+                     numbers, sum(restored.applied.values()), took)
+        with self._lock:
+            for p in numbers:
+                self.engine.assign(p)
+        self._send_outbox(producer)  # what a previous owner persisted but may not have sent
+        for p in numbers:
+            entry = {"partition": p, "url": cfg.advertised_url, "at": self._clock_ms()}
+            producer.produce(cfg.owners_topic, json.dumps(entry).encode(), str(p).encode())
+            self.owners[p] = cfg.advertised_url
+        producer.flush(10)
+        self._update_gauges()
+        self.assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition], producer: Producer) -> None:
+        self._commit(consumer, producer)
+        with self._lock:
+            for p in sorted({tp.partition for tp in partitions}):
+                self.engine.revoke(p)
+        self._update_gauges()
+
+    def _poll_owners(self, owners: Consumer) -> None:
+        for msg in owners.consume(num_messages=500, timeout=0):
+            if msg.error() is not None or msg.value() is None:
+                continue
+            try:
+                entry = json.loads(msg.value())  # type: ignore[arg-type]
+                self.owners[int(entry["partition"])] = str(entry["url"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("ignoring a malformed record on %s", self.config.owners_topic)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> None:
+        cfg = self.config
+        consumer, producer, owners = self._make_clients()
+        closed = False
+        try:
+            md = owners.list_topics(cfg.owners_topic, timeout=10)
+            owners.assign([TopicPartition(cfg.owners_topic, p, -2)
+                           for p in md.topics[cfg.owners_topic].partitions])
+            consumer.subscribe(
+                [cfg.resolved_topic, cfg.merges_topic, cfg.messages_topic],
+                on_assign=lambda c, ps: self._on_assign(c, ps, producer),
+                on_revoke=lambda c, ps: self._on_revoke(c, ps, producer),
+            )
+            last_commit = time.monotonic()
+            while not self._stop.is_set():
+                batch = consumer.consume(num_messages=cfg.batch_size, timeout=0.05)
+                if batch:
+                    self._handle(batch)
+                    self.stats.idle_since = None
+                producer.poll(0)
+                self._poll_owners(owners)
+                now = time.monotonic()
+                if self._offsets and (now - last_commit >= cfg.commit_interval_s or not batch):
+                    self._commit(consumer, producer)
+                    last_commit = time.monotonic()
+                elif not batch and not self._offsets and self.stats.idle_since is None:
+                    self.stats.idle_since = now
+            self._commit(consumer, producer)
+            consumer.close()
+            closed = True
+        finally:
+            if not closed:
+                consumer.close()
+            owners.close()
+            producer.flush(5)
+            self.store.close()
+
+    def _handle(self, batch: list[Message]) -> None:
+        started = time.perf_counter()
+        inputs: list[Input] = []
+        for msg in batch:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", err)
+                continue
+            topic: str = msg.topic()  # type: ignore[assignment]
+            partition: int = msg.partition()  # type: ignore[assignment]
+            offset: int = msg.offset()  # type: ignore[assignment]
+            self._offsets[(topic, partition)] = offset + 1
+            inputs.append(self._parse(msg, topic, partition, offset))
+        with self._lock:
+            counts = self.engine.process(inputs)
+        self._metrics.add(counts)
+        self.stats.consumed += len(inputs)
+        self.stats.folds += counts.folds
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _parse(self, msg: Message, topic: str, partition: int, offset: int) -> Input:
+        cfg = self.config
+        value = msg.value()
+        try:
+            if topic == cfg.resolved_topic:
+                event = self._decode(value, cfg.canonical_subject)  # type: ignore[arg-type]
+                key = msg.key()
+                if not key:
+                    raise ValueError("resolved event without a profile id key")
+                return EventIn(topic, partition, offset, key.decode(), _incarnation(msg.headers()), event,
+                               value)  # type: ignore[arg-type]
+            if topic == cfg.merges_topic:
+                record = self._decode(value, cfg.merges_subject)  # type: ignore[arg-type]
+                if record["kind"] != MERGE:
+                    return SkipIn(topic, partition, offset)
+                return MergeIn(topic, partition, offset, record["source_profile"],
+                               record["source_incarnation"], record["target_profile"],
+                               record["target_incarnation"])
+            message = unpack(value)  # type: ignore[arg-type]
+            if not isinstance(message, list) or len(message) < 5:
+                raise ProfileCodecError("not a profile message")
+            return MessageIn(topic, partition, offset, message)
+        except DecodeError as exc:
+            reason = exc.reason if exc.reason in Reason.__members__.values() else Reason.NOT_AVRO.value
+            return BadIn(topic, partition, offset, reason, str(exc), msg.key(), value)
+        except (ProfileCodecError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            return BadIn(topic, partition, offset, Reason.INTERNAL_ERROR.value,
+                         f"undecodable {topic} record: {type(exc).__name__}", msg.key(), value)
+
+    # ------------------------------------------------------------------ commit
+    def _flush(self, producer: Producer, what: str) -> None:
+        remaining = producer.flush(60)
+        if remaining or self._failures:
+            raise DeliveryFailed(f"{what}: {self._failures} records failed, {remaining} unacknowledged; "
+                                 "not committing, the stage stops and replays")
+
+    def _commit(self, consumer: Consumer, producer: Producer) -> None:
+        if not self._offsets:
+            return
+        started = time.perf_counter()
+        with self._lock:
+            changes = self.engine.take_changes()
+        self._persist(producer, changes)
+        self._send_outbox(producer)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
+        self._offsets = {}
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+            self.stats.commits += 1
+            self._metrics.commits.inc()
+        except KafkaException as exc:
+            self._metrics.commit_failures.inc()
+            log.warning("offset commit failed; the records since are skipped when re-read: %s", exc)
+        with self._lock:
+            self.engine.trim()
+        self._update_gauges()
+        self._metrics.commit_seconds.observe(time.perf_counter() - started)
+
+    def _persist(self, producer: Producer, by_partition: dict[int, list[tuple[bytes, bytes | None]]]) -> None:
+        """Changelog (tagged with this commit), then its completion mark, then RocksDB."""
+        if not by_partition:
+            return
+        cfg = self.config
+        self._seq += 1
+        headers = commit_header(self._writer, self._seq)
+        n = 0
+        for p, items in by_partition.items():
+            for key, value in items:
+                produce(producer, cfg.changelog_topic, value, key, p, headers)
+                n += 1
+        self._flush(producer, "changelog")
+        produce(producer, cfg.commits_topic, str(self._seq).encode(), self._writer.encode())
+        self._flush(producer, "commit mark")
+        for p, items in by_partition.items():
+            self.store.write(p, items, self._changelog_offsets[p])
+        self._metrics.changelog_records.inc(n)
+        with self._lock:
+            sizes, self.engine.written_sizes = self.engine.written_sizes, []
+        for size in sizes:
+            self._metrics.record_bytes.observe(size)
+
+    def _send_outbox(self, producer: Producer) -> None:
+        cfg = self.config
+        with self._lock:
+            unsent = self.engine.unsent()
+        if not unsent:
+            return
+        now = self._clock_ms()
+        erasures = 0
+        for _p, entry in unsent:
+            self._metrics.messages.labels(entry.dest).inc()
+            if entry.dest == MESSAGES:
+                produce(producer, cfg.messages_topic, pack(entry.value), entry.key, entry.partition)
+            elif entry.dest == ERASURES:
+                erasures += 1
+                produce(producer, cfg.erasures_topic,
+                        self._encode(cfg.erasures_subject, {**entry.value, "completed_at": now}), entry.key)
+            elif entry.dest == DEAD:
+                produce(producer, cfg.dlq_topic,
+                        self._encode(cfg.dlq_subject, {**entry.value, "dead_lettered_at": now}), entry.key)
+        self._flush(producer, "outbox")
+        with self._lock:
+            self.engine.acknowledge(unsent)
+        self.stats.erasures += erasures
+        self._metrics.erasures.inc(erasures)
+
+    def _update_gauges(self) -> None:
+        with self._lock:
+            live, size = self.engine.totals()
+        self._metrics.profiles.set(live)
+        self._metrics.profile_bytes.set(size)
+
+    # ------------------------------------------------------------------ reads (any thread)
+    def owner_of(self, profile: str) -> tuple[int, str | None]:
+        p = self.partition_of(profile)
+        return p, self.owners.get(p)
+
+    def owns(self, profile: str) -> bool:
+        return self.engine.owns(self.partition_of(profile))
+
+    def record(self, profile: str) -> ProfileRecord | None:
+        with self._lock:
+            return self.engine.peek(profile)
+
+    def profile_local(self, profile: str) -> dict[str, Any] | None:
+        """The customer-360 JSON of a live profile this worker owns (None: unknown or merged away)."""
+        rec = self.record(profile)
+        if rec is None or rec.state is None:
+            return None
+        return profile_json(profile, rec.state, self.config.limits)
+
+
+def _incarnation(headers: Any) -> str:
+    for name, value in headers or ():
+        if name == INCARNATION_HEADER and isinstance(value, bytes):
+            return value.decode()
+    return ""
+

@@ -1,0 +1,56 @@
+"""Answering a keyed HTTP request on the worker that owns the key's partition.
+
+Ownership is published on a compacted owners topic by each worker when it
+takes a partition. A worker that does not own the key forwards the request to
+the owner's URL, once (a header marks routed requests, so a request never
+travels twice): a worker that receives a routed request for a partition it
+just lost answers 503, retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import aiohttp
+
+ROUTED = "X-Omnipipe-Routed"
+NOT_OWNER = {"error": "this worker does not own the key's partition (moving); retry"}
+RETRY = {"Retry-After": "1"}
+
+
+class Unavailable(Exception):
+    """The key's owner is unknown, moving, or did not answer: 503 with Retry-After."""
+
+
+class Owned(Protocol):
+    def owns(self, key: str) -> bool: ...
+
+    def owner_of(self, key: str) -> tuple[int, str | None]: ...
+
+
+class OwnerRouter:
+    def __init__(self, stage: Owned, advertised_url: str, timeout_s: float = 5.0) -> None:
+        self.stage = stage
+        self.advertised_url = advertised_url
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def _remote(self, url: str, path: str) -> tuple[int, Any]:
+        async with (aiohttp.ClientSession(timeout=self._timeout) as session,
+                    session.get(url.rstrip("/") + path, headers={ROUTED: "1"}) as resp):
+            return resp.status, await resp.json(content_type=None)
+
+    async def fetch(self, key: str, routed: bool, local: Callable[[str], Any | None], path: str,
+                    missing: str) -> tuple[int, Any]:
+        """(status, body) from this worker if it owns ``key``, else from the owner at ``path``."""
+        if self.stage.owns(key):
+            found = await asyncio.get_running_loop().run_in_executor(None, local, key)
+            return (200, found) if found is not None else (404, {"error": missing})
+        partition, url = self.stage.owner_of(key)
+        if routed or url is None or url == self.advertised_url:
+            raise Unavailable(f"partition {partition} is moving between workers; retry")
+        try:
+            return await self._remote(url, path)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"owner of partition {partition} ({url}) did not answer: {exc}") from exc
