@@ -1,5 +1,8 @@
 """Folding one resolved (canonical) event into a profile: pure, synchronous, no I/O.
 
+Event types are the canonical ones (``ingest/canonical.py``): lower case, and
+prefixed with the channel for e-mail, push and SMS (``email_opened``).
+
 The rules for input a profile cannot apply are defined here, and an event is
 checked before anything is written, so a rejected event leaves the profile
 exactly as it was:
@@ -63,16 +66,16 @@ class Outcome(StrEnum):
 REJECTED = frozenset({Outcome.INVALID_AMOUNT, Outcome.INVALID_CONTROL})
 ANOMALIES = (Outcome.DUPLICATE, Outcome.CART_ITEM_ABSENT, Outcome.CART_ITEM_MISSING)
 
-ONLINE_PURCHASE = "PURCHASE"
-STORE_PURCHASE = "STORE_PURCHASE"
-ERASURE = "ERASURE_REQUEST"
-CONSENT = "CONSENT_CHANGE"
-UNSUBSCRIBES = frozenset({"UNSUBSCRIBED", "STOP"})
-_ENGAGEMENT = {"SENT": SENT, "DELIVERED": DELIVERED, "OPENED": OPENED, "CLICKED": CLICKED,
-               "REPLY": CLICKED, "UNSUBSCRIBED": UNSUBSCRIBED, "STOP": UNSUBSCRIBED,
-               "BOUNCED": FAILED, "FAILED": FAILED}
-_MARKS = {"CHECKOUT": "checkout", "CALLBACK_REQUESTED": "callback_requested", "COMPLAINT": "complaint",
-          "APP_INSTALL": "app_installed", "SIGNUP": "signed_up"}
+ONLINE_PURCHASE = "purchase"
+STORE_PURCHASE = "store_purchase"
+ERASURE = "erasure_request"
+CONSENT = "consent_change"
+OUTBOUND = frozenset({"EMAIL", "PUSH", "SMS"})  # their event types carry the channel: email_opened
+_ENGAGEMENT = {"sent": SENT, "delivered": DELIVERED, "opened": OPENED, "clicked": CLICKED,
+               "reply": CLICKED, "unsubscribed": UNSUBSCRIBED, "stop": UNSUBSCRIBED,
+               "bounced": FAILED, "failed": FAILED}
+_MARKS = {"checkout": "checkout", "callback_requested": "callback_requested", "complaint": "complaint",
+          "app_install": "app_installed", "signup": "signed_up"}
 _ID_FIELDS = tuple(FIELD_KIND.items())
 MARKETING = "marketing"
 
@@ -93,7 +96,7 @@ def _bad_amount(value: Any) -> bool:
 def check(ev: Mapping[str, Any], limits: ProfileLimits) -> Outcome | None:
     """Why the event cannot be applied at all (None: it can)."""
     kind = ev["type"]
-    if kind in (ONLINE_PURCHASE, STORE_PURCHASE, "STORE_RETURN", "ADD_TO_CART"):
+    if kind in (ONLINE_PURCHASE, STORE_PURCHASE, "store_return", "add_to_cart"):
         if _bad_amount(ev.get("amount")) or _bad_amount(ev.get("price")) or any(
             _bad_amount(item.get("unit_price")) or not (isinstance(item.get("quantity"), int)
                                                         and item["quantity"] > 0)
@@ -170,7 +173,7 @@ def fold_event(state: ProfileState, ev: Mapping[str, Any], limits: ProfileLimits
             if t > stats[LAST]:
                 stats[LAST] = t
         stats[EVENTS] += 1
-        counter = _ENGAGEMENT.get(kind) if channel in ("EMAIL", "PUSH", "SMS") else None
+        counter = _ENGAGEMENT.get(kind[len(channel) + 1:]) if channel in OUTBOUND else None
         if counter is not None:
             stats[counter] += 1
             if counter == UNSUBSCRIBED:
@@ -193,21 +196,21 @@ def fold_event(state: ProfileState, ev: Mapping[str, Any], limits: ProfileLimits
         _set_register(state, "push_enabled", t, bool(ev["push_enabled"]))
 
     sku = ev.get("sku")
-    if kind == "PRODUCT_VIEW" and sku:
+    if kind == "product_view" and sku:
         _view(state, sku, ev.get("category") or "", t, limits)
-    elif kind == "ADD_TO_CART":
+    elif kind == "add_to_cart":
         outcome = _cart_add(state, ev, t, limits)
-    elif kind == "REMOVE_FROM_CART":
+    elif kind == "remove_from_cart":
         outcome = _cart_remove(state, sku, t)
     elif kind in (ONLINE_PURCHASE, STORE_PURCHASE):
         _purchase(state, ev, t, limits, store=kind == STORE_PURCHASE)
-    elif kind == "STORE_RETURN":
+    elif kind == "store_return":
         state.returns += 1
         amount = ev.get("amount")
         if amount:
             currency = ev.get("currency") or ""
             state.returned[currency] = state.returned.get(currency, 0) + minor_units(amount)
-    elif kind == "NEAR_STORE" and ev.get("store_id"):
+    elif kind == "near_store" and ev.get("store_id"):
         _set_register(state, "near_store", t, [ev["store_id"], ev.get("distance_m")])
     elif kind == CONSENT:
         purpose = ev.get("consent_purpose") or MARKETING

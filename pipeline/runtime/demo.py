@@ -85,7 +85,8 @@ def _drain(url: str, timeout: float = 60.0) -> Scrape:
         cur = scrape(url)
         settled = all(cur.value(m) == last.value(m) for m in (
             "omnipipe_ingest_events_in_total", "omnipipe_identity_resolved_events_total",
-            "omnipipe_identity_changelog_records_total"))
+            "omnipipe_identity_changelog_records_total", "omnipipe_profile_folds_total",
+            "omnipipe_profile_changelog_records_total"))
         if settled and cur.value("omnipipe_identity_events_total") >= cur.value(
                 "omnipipe_ingest_events_accepted_total"):
             return cur
@@ -106,6 +107,42 @@ def _print_evaluation(settings: Settings, catalogue: TopicCatalogue, truth: Path
     det = ev.deterministic
     print(f"  on deterministic links (no shared device or cookie): precision {det.precision:.4f}, "
           f"recall {det.recall:.4f}")
+
+
+def _print_profiles(final: Scrape, base_url: str, truth: Path) -> None:
+    """The profile stage's figures, and one customer read back through the customer-360 API."""
+    import json
+    import urllib.request
+
+    from pipeline.simulate.truth import load_truth
+
+    profiles = final.value("omnipipe_profile_profiles")
+    stored = final.value("omnipipe_profile_stored_bytes")
+    anomalies = final.by_label("omnipipe_profile_fold_anomalies_total", "outcome")
+    listed = ", ".join(f"{k}={v:.0f}" for k, v in sorted(anomalies.items()) if v)
+    print(f"  profiles: {profiles:.0f} live, {stored / max(profiles, 1):.0f} bytes each stored (before "
+          f"RocksDB compression); {final.value('omnipipe_profile_folds_total'):.0f} folds, "
+          f"{final.value('omnipipe_profile_merges_folded_total'):.0f} merges folded, "
+          f"{final.value('omnipipe_profile_consent_changes_total'):.0f} consent changes, "
+          f"{final.value('omnipipe_profile_erasures_completed_total'):.0f} erasures; "
+          f"not applied as sent: {listed or 'none'}")
+    people = [p for p in load_truth(truth).persons.values()
+              if p.identifiers.get("customer_id") and not p.erased_at_ms and p.purchases]
+    if not people:
+        return
+    person = max(people, key=lambda p: p.total_events)
+    ref = f"cust:{person.identifiers['customer_id'][0]}"
+    try:
+        with urllib.request.urlopen(f"{base_url}/profiles/{ref}", timeout=10) as resp:
+            body = json.load(resp)
+    except OSError as exc:
+        print(f"  customer-360 {ref}: {exc}")
+        return
+    bought = body["purchases"]
+    print(f"  customer-360 GET /profiles/{ref}: {body['events']} events, "
+          f"{bought['online'] + bought['store']} purchases, preferred channel {body['preferred_channel']}, "
+          f"{len(body['consent'])} consent records; the truth says {person.total_events} events, "
+          f"{person.purchases} purchases")
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -184,6 +221,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                     name = catalogue[key].name
                     print(f"  on the broker: {name}={count_records(client, name, idle_s=1.0)}")
                 _print_evaluation(resolved, catalogue, log_dir / "truth.jsonl")
+                _print_profiles(final, url.rsplit("/", 1)[0], log_dir / "truth.jsonl")
                 print(f"  ground truth written to {log_dir / 'truth.jsonl'}")
             finally:
                 if worker.poll() is None:

@@ -27,12 +27,13 @@ def events(draw: st.DrawFn, n_max: int = 40) -> list[dict[str, Any]]:
     out = []
     for i in range(n):
         channel = draw(st.sampled_from(list(_TYPES)))
-        kind = draw(st.sampled_from(_TYPES[channel]))
+        raw = draw(st.sampled_from(_TYPES[channel]))
+        kind = f"{channel.lower()}_{raw.lower()}" if channel in ("EMAIL", "PUSH", "SMS") else raw.lower()
         sku = draw(st.sampled_from(SKUS))
         items = draw(st.lists(st.fixed_dictionaries({
             "sku": st.sampled_from(SKUS), "category": st.sampled_from(CATEGORIES),
             "quantity": st.integers(1, 3), "unit_price": st.sampled_from([0.5, 9.99, 20.0, 129.0])}),
-            max_size=3)) if kind in ("PURCHASE", "STORE_PURCHASE") else []
+            max_size=3)) if kind in ("purchase", "store_purchase") else []
         out.append({
             "event_id": f"e{i}",
             "event_time": draw(st.integers(1_700_000_000_000, 1_700_000_100_000)),
@@ -48,19 +49,21 @@ def events(draw: st.DrawFn, n_max: int = 40) -> list[dict[str, Any]]:
             "timezone": draw(st.sampled_from([None, "Europe/Paris", "America/New_York"])),
             "locale": draw(st.sampled_from([None, "fr-FR", "en-US"])),
             "region": draw(st.sampled_from([None, "FR", "US"])),
-            "sku": sku if kind in ("PRODUCT_VIEW", "ADD_TO_CART", "REMOVE_FROM_CART") else None,
-            "category": draw(st.sampled_from(CATEGORIES)) if kind in ("PRODUCT_VIEW", "ADD_TO_CART") else None,
-            "price": draw(st.sampled_from([None, 9.99, 20.0])) if kind == "ADD_TO_CART" else None,
+            "sku": sku if kind in ("product_view", "add_to_cart", "remove_from_cart") else None,
+            "category": (draw(st.sampled_from(CATEGORIES)) if kind in ("product_view", "add_to_cart")
+                         else None),
+            "price": draw(st.sampled_from([None, 9.99, 20.0])) if kind == "add_to_cart" else None,
             "items": items,
             "amount": (sum(it["quantity"] * it["unit_price"] for it in items)
-                       if kind in ("PURCHASE", "STORE_PURCHASE")
-                       else draw(st.sampled_from([None, 12.5])) if kind == "STORE_RETURN" else None),
-            "currency": draw(st.sampled_from(["EUR", "USD"])) if kind in ("PURCHASE", "STORE_PURCHASE",
-                                                                            "STORE_RETURN") else None,
-            "store_id": draw(st.sampled_from(["S1", "S2"])) if kind in ("STORE_PURCHASE", "NEAR_STORE") else None,
-            "distance_m": 120.0 if kind == "NEAR_STORE" else None,
+                       if kind in ("purchase", "store_purchase")
+                       else draw(st.sampled_from([None, 12.5])) if kind == "store_return" else None),
+            "currency": draw(st.sampled_from(["EUR", "USD"])) if kind in ("purchase", "store_purchase",
+                                                                            "store_return") else None,
+            "store_id": (draw(st.sampled_from(["S1", "S2"])) if kind in ("store_purchase", "near_store")
+                         else None),
+            "distance_m": 120.0 if kind == "near_store" else None,
             "push_enabled": draw(st.sampled_from([None, True, False])) if channel == "APP" else None,
-            "trigger_key": draw(st.sampled_from([None, "abandoned_cart:x", "win_back:y"])) if kind == "SENT"
+            "trigger_key": draw(st.sampled_from([None, "abandoned_cart:x", "win_back:y"])) if raw == "SENT"
             else None,
             "consent_channel": draw(st.sampled_from(["EMAIL", "PUSH", "SMS"])) if channel is None else None,
             "consent_purpose": draw(st.sampled_from(["marketing", "personalisation"])) if channel is None

@@ -22,9 +22,9 @@ from pipeline.profile.engine import (
     META_KEY,
     PROFILE_PREFIX,
     EventIn,
-    Meta,
     MergeIn,
     MessageIn,
+    Meta,
     OutboxEntry,
     ProfileEngine,
     decode_record,
@@ -36,6 +36,7 @@ from pipeline.profile.state import ProfileState
 from tests.profile.strategies import events
 
 LIMITS = ProfileLimits()
+Merge = tuple[str, str, str, str]
 RESOLVED, MERGES, MESSAGES = "events.resolved", "identity.merges", "profile.messages"
 
 
@@ -90,7 +91,7 @@ class Cluster:
         unsent = engine.unsent()
         if crash_inside and unsent:
             unsent = unsent[: self.rnd.randrange(len(unsent))]
-        for p, entry in unsent:
+        for _p, entry in unsent:
             if entry.dest == "messages":
                 self.topics[MESSAGES][entry.partition].append(list(entry.value))
             else:
@@ -155,7 +156,7 @@ def comparable(state: ProfileState) -> ProfileState:
 
 
 @st.composite
-def histories(draw: st.DrawFn) -> tuple[list[tuple[str, str, dict[str, Any]]], list[tuple[str, str, str, str]]]:
+def histories(draw: st.DrawFn) -> tuple[list[tuple[str, str, dict[str, Any]]], list[Merge]]:
     n = draw(st.integers(1, 7))
     profiles = [f"p{i}" for i in range(n)]
     merges = []
@@ -223,8 +224,8 @@ def _engine() -> tuple[ProfileEngine, DictStore]:
 
 
 def _ev(eid: str, kind: str, t: int = 1000, **fields: Any) -> dict[str, Any]:
-    return {"event_id": eid, "event_time": t, "channel": "WEB", "type": kind, "customer_id": "C1", "items": [],
-            **fields}
+    return {"event_id": eid, "event_time": t, "channel": "WEB", "type": kind, "customer_id": "C1",
+            "items": [], **fields}
 
 
 def _run(engine: ProfileEngine, store: DictStore, inputs: list[Any]) -> list[OutboxEntry]:
@@ -238,42 +239,44 @@ def _run(engine: ProfileEngine, store: DictStore, inputs: list[Any]) -> list[Out
 
 def test_erasure_deletes_the_profile_and_forwarders_and_later_events_start_fresh() -> None:
     engine, store = _engine()
-    consent = _ev("c", "CONSENT_CHANGE", channel=None, consent_channel="EMAIL", consent_purpose="marketing",
+    consent = _ev("c", "consent_change", channel=None, consent_channel="EMAIL", consent_purpose="marketing",
                   consent_granted=True)
     out = _run(engine, store, [
-        EventIn(RESOLVED, 0, 0, "dev:D1", "", _ev("1", "PAGE_VIEW", device_id="D1"), b""),
+        EventIn(RESOLVED, 0, 0, "dev:D1", "", _ev("1", "page_view", device_id="D1"), b""),
         EventIn(RESOLVED, 0, 1, "cust:C1", "", consent, b""),
         MergeIn(MERGES, 0, 0, "dev:D1", "", "cust:C1", ""),
     ])
     transfer = [e for e in out if e.dest == "messages"]
     out = _run(engine, store, [MessageIn(MESSAGES, 0, 0, transfer[0].value)])
     assert engine.peek("cust:C1").state.events == 2  # type: ignore[union-attr]
-    out = _run(engine, store, [EventIn(RESOLVED, 0, 2, "cust:C1", "", _ev("x", "ERASURE_REQUEST", t=2000), b"")])
+    erasure = _ev("x", "erasure_request", t=2000)
+    out = _run(engine, store, [EventIn(RESOLVED, 0, 2, "cust:C1", "", erasure, b"")])
     erase = [e for e in out if e.dest == "messages"]
     done = [e for e in out if e.dest == "erasures"]
     assert [e.value["profiles_erased"] for e in done] == [2] and done[0].value["found"]
     _run(engine, store, [MessageIn(MESSAGES, 0, 1, erase[0].value)])
     assert store.raw(0, profile_key("cust:C1")) is None and store.raw(0, profile_key("dev:D1")) is None
     assert not list(store.items(0, b"p/"))  # nothing readable is left
-    _run(engine, store, [EventIn(RESOLVED, 0, 3, "cust:C1", "", _ev("2", "PAGE_VIEW", t=3000), b"")])
+    _run(engine, store, [EventIn(RESOLVED, 0, 3, "cust:C1", "", _ev("2", "page_view", t=3000), b"")])
     fresh = engine.peek("cust:C1").state  # type: ignore[union-attr]
     assert fresh is not None and fresh.events == 1 and fresh.consent == {}
 
 
 def test_rejected_event_becomes_a_dead_letter_and_the_profile_is_untouched() -> None:
     engine, store = _engine()
-    _run(engine, store, [EventIn(RESOLVED, 0, 0, "cust:C1", "", _ev("1", "PAGE_VIEW"), b"")])
+    _run(engine, store, [EventIn(RESOLVED, 0, 0, "cust:C1", "", _ev("1", "page_view"), b"")])
     before = store.raw(0, profile_key("cust:C1"))
-    out = _run(engine, store, [EventIn(RESOLVED, 0, 1, "cust:C1", "", _ev("2", "PURCHASE", amount=-1.0),
+    out = _run(engine, store, [EventIn(RESOLVED, 0, 1, "cust:C1", "", _ev("2", "purchase", amount=-1.0),
                                        b"payload")])
-    assert [(e.dest, e.value["reason"], e.value["value"]) for e in out] == [("dlq", "invalid_amount", b"payload")]
+    assert [(e.dest, e.value["reason"], e.value["value"]) for e in out] == [
+        ("dlq", "invalid_amount", b"payload")]
     assert store.raw(0, profile_key("cust:C1")) == before
 
 
 @pytest.mark.parametrize("replays", [1, 3])
 def test_a_replayed_input_offset_is_skipped(replays: int) -> None:
     engine, store = _engine()
-    item = EventIn(RESOLVED, 0, 0, "cust:C1", "", _ev("1", "STORE_PURCHASE", amount=5.0, currency="EUR"), b"")
+    item = EventIn(RESOLVED, 0, 0, "cust:C1", "", _ev("1", "store_purchase", amount=5.0, currency="EUR"), b"")
     _run(engine, store, [item])
     for _ in range(replays):
         engine2 = ProfileEngine(LIMITS, lambda ref: 0, store, clock_ms=lambda: 0)

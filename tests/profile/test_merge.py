@@ -13,6 +13,7 @@ from pipeline.profile.limits import Caps, ProfileLimits
 from pipeline.profile.state import ProfileState, cap_counts, merge
 from tests.profile.strategies import events
 
+Event = dict[str, Any]
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]  # no tracing 'explain' phase: slow
 LIMITS = ProfileLimits(caps=Caps(identifiers_per_kind=2, recent_products=4, recent_categories=3, cart_items=4,
                                  purchase_times=5, memo=6, merged_from=3))
@@ -47,7 +48,7 @@ def test_merge_is_commutative(a: list[dict[str, Any]], b: list[dict[str, Any]], 
 
 @settings(max_examples=60, deadline=None, phases=PHASES)
 @given(events(25), events(25), events(25))
-def test_merge_is_associative(a: list[dict[str, Any]], b: list[dict[str, Any]], c: list[dict[str, Any]]) -> None:
+def test_merge_is_associative(a: list[Event], b: list[Event], c: list[Event]) -> None:
     b = [{**ev, "event_id": "b" + ev["event_id"]} for ev in b]
     c = [{**ev, "event_id": "c" + ev["event_id"]} for ev in c]
     x, y, z = folded(a), folded(b), folded(c)
@@ -78,9 +79,9 @@ def test_merging_an_empty_profile_changes_nothing(evs: list[dict[str, Any]]) -> 
 
 
 def test_counters_add_times_take_min_and_max() -> None:
-    a = folded([{"event_id": "1", "event_time": 100, "channel": "POS", "type": "STORE_PURCHASE",
+    a = folded([{"event_id": "1", "event_time": 100, "channel": "POS", "type": "store_purchase",
                  "customer_id": "C1", "items": [], "amount": 10.0, "currency": "EUR", "store_id": "S1"}])
-    b = folded([{"event_id": "2", "event_time": 50, "channel": "POS", "type": "STORE_PURCHASE",
+    b = folded([{"event_id": "2", "event_time": 50, "channel": "POS", "type": "store_purchase",
                  "loyalty_card": "L1", "items": [], "amount": 2.5, "currency": "EUR", "store_id": "S2"}])
     m = merge(a, b, CAPS)
     assert (m.events, m.orders_store, m.revenue) == (2, 2, {"EUR": 1250})
@@ -92,8 +93,9 @@ def test_counters_add_times_take_min_and_max() -> None:
 
 def test_consent_refusal_wins_a_tie_and_the_later_change_wins() -> None:
     def consent(eid: str, t: int, granted: bool) -> dict[str, Any]:
-        return {"event_id": eid, "event_time": t, "channel": None, "type": "CONSENT_CHANGE", "customer_id": "C1",
-                "consent_channel": "EMAIL", "consent_purpose": "marketing", "consent_granted": granted}
+        return {"event_id": eid, "event_time": t, "channel": None, "type": "consent_change",
+                "customer_id": "C1", "consent_channel": "EMAIL", "consent_purpose": "marketing",
+                "consent_granted": granted}
 
     granted, refused = folded([consent("1", 10, True)]), folded([consent("2", 10, False)])
     assert merge(granted, refused, CAPS).consent["EMAIL/marketing"] == (10, False)
@@ -103,9 +105,9 @@ def test_consent_refusal_wins_a_tie_and_the_later_change_wins() -> None:
 
 
 def test_capped_lists_keep_the_newest() -> None:
-    a = folded([{"event_id": f"a{i}", "event_time": i, "channel": "WEB", "type": "PRODUCT_VIEW",
+    a = folded([{"event_id": f"a{i}", "event_time": i, "channel": "WEB", "type": "product_view",
                  "anonymous_id": "A1", "sku": f"S{i}", "category": "c"} for i in range(0, 10, 2)])
-    b = folded([{"event_id": f"b{i}", "event_time": i, "channel": "WEB", "type": "PRODUCT_VIEW",
+    b = folded([{"event_id": f"b{i}", "event_time": i, "channel": "WEB", "type": "product_view",
                  "anonymous_id": "A2", "sku": f"S{i}", "category": "c"} for i in range(1, 10, 2)])
     m = merge(a, b, CAPS)
     assert sorted(m.products) == ["S6", "S7", "S8", "S9"]  # the 4 newest of 10
