@@ -153,6 +153,7 @@ def build_profile(
         advertised_url=settings.advertised_url,
         batch_size=settings.profile_batch_size,
         commit_interval_s=settings.profile_commit_interval_s,
+        secret=settings.hash_key(),
         **overrides,
     )
     return ProfileLoop(config, codec.decode, codec.encode, PartitionMap(resolved.partitions),

@@ -31,19 +31,22 @@ profile whose incarnation has itself ended follows the same way.
 
 Erasure: an ERASURE_REQUEST resolved to P deletes P's record (a tombstone on
 the changelog) and, with ``Erase`` messages, the forwarders of every profile
-folded into P; the identity stage is asked to forget P's identifiers; a
-completion record goes out once the deletion is durable. An event arriving
-later for the erased person starts a fresh profile, without consent.
+folded into P; a completion record goes out once the deletion is durable.
+P's marker (a keyed hash of its id and the request's event time) stays: a
+late piece of the erased past (an event or merged state no newer than the
+request, e.g. a redelivery) is dropped, while an event after the request
+starts a fresh profile, without consent.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipeline.profile.codec import pack, state_fields, state_from_fields, unpack
-from pipeline.profile.fold import CONSENT, ERASURE, REJECTED, Outcome, fold_event
+from pipeline.profile.fold import CONSENT, ERASED, ERASURE, REJECTED, Outcome, fold_event
 from pipeline.profile.limits import ProfileLimits
 from pipeline.profile.state import ProfileState, merge
 
@@ -51,6 +54,7 @@ Ref = str
 Incarnation = str
 
 PROFILE_PREFIX = b"p/"
+ERASED_PREFIX = b"e/"
 OUTBOX_PREFIX = b"o/"
 META_KEY = b"m/meta"
 
@@ -67,6 +71,12 @@ ERASE = "E"
 
 def profile_key(profile: Ref) -> bytes:
     return PROFILE_PREFIX + profile.encode()
+
+
+def erased_key(profile: Ref, secret: bytes) -> bytes:
+    """The erased profile's marker: a keyed hash, so the table keeps no identifier of the person."""
+    digest = hashlib.blake2b(profile.encode(), key=secret[:64], digest_size=16)
+    return ERASED_PREFIX + digest.hexdigest().encode()
 
 
 def outbox_key(seq: int) -> bytes:
@@ -227,6 +237,7 @@ class _Partition:
     dirty: set[Ref] = field(default_factory=set)
     deleted: set[Ref] = field(default_factory=set)
     sizes: dict[Ref, int] = field(default_factory=dict)  # stored bytes of the records read or written
+    erased: dict[bytes, int] = field(default_factory=dict)  # markers written this commit -> erased at
     new_outbox: list[OutboxEntry] = field(default_factory=list)
     unsent: dict[int, OutboxEntry] = field(default_factory=dict)  # durable, not yet acknowledged
     sent: set[int] = field(default_factory=set)  # acknowledged, key still to delete
@@ -240,12 +251,13 @@ class ProfileEngine:
     """Not thread-safe: the runner holds a lock around it (lookups read from the web thread)."""
 
     def __init__(self, limits: ProfileLimits, partition_of: Callable[[Ref], int], store: RawStore,
-                 clock_ms: Callable[[], int], max_cached: int = 100_000) -> None:
+                 clock_ms: Callable[[], int], max_cached: int = 100_000, secret: bytes = b"omnipipe") -> None:
         self.limits = limits
         self.partition_of = partition_of
         self.store = store
         self.clock_ms = clock_ms
         self.max_cached = max_cached
+        self.secret = secret
         self._parts: dict[int, _Partition] = {}
         self.written_sizes: list[int] = []  # record sizes written since the runner last took them
 
@@ -347,6 +359,9 @@ class ProfileEngine:
             self._erase(part, p, profile, rec, ev, counts)
             return
         created = rec.state is None
+        if created and self._erased_after(part, p, profile, ev["event_time"]):
+            counts.outcomes[ERASED] = counts.outcomes.get(ERASED, 0) + 1
+            return
         state = rec.state if rec.state is not None else ProfileState()
         outcome = fold_event(state, ev, self.limits)
         if outcome in REJECTED:
@@ -410,6 +425,9 @@ class ProfileEngine:
         elif kind == TRANSFER:
             source, fields = msg[5], msg[7]
             incoming = state_from_fields(fields) if fields is not None else ProfileState()
+            if rec.state is None and self._erased_after(part, p, target, incoming.last_seen or 0):
+                counts.outcomes[ERASED] = counts.outcomes.get(ERASED, 0) + 1
+                return
             incoming.merged_from[source] = incoming.last_seen or 0
             if rec.state is None:
                 part.meta.live += 1
@@ -426,6 +444,8 @@ class ProfileEngine:
             self._send(part, p, [ERASE, 0, 0, source, "", erased])
         identifiers = len(state.identifiers) if state is not None else 0
         self._delete(part, profile, rec, counts)
+        marker = erased_key(profile, self.secret)
+        part.erased[marker] = max(part.erased.get(marker, 0), ev["event_time"])
         counts.erasures += 1
         self._emit(part, ERASURES, -1, str(ev["event_id"]).encode(), {
             "request_event_id": ev["event_id"],
@@ -435,6 +455,15 @@ class ProfileEngine:
             "identifiers_erased": identifiers,
             "found": state is not None,
         })
+
+    def _erased_after(self, part: _Partition, p: int, profile: Ref, t: int) -> bool:
+        """Whether ``profile`` was erased at or after event time ``t`` (a late piece of the erased past)."""
+        marker = erased_key(profile, self.secret)
+        at = part.erased.get(marker)
+        if at is None:
+            data = self.store.raw(p, marker)
+            at = int(data) if data is not None else None
+        return at is not None and t <= at
 
     def _delete(self, part: _Partition, profile: Ref, rec: ProfileRecord, counts: Counts) -> None:
         if rec.state is not None:
@@ -464,6 +493,8 @@ class ProfileEngine:
             for profile in sorted(part.deleted):
                 items.append((profile_key(profile), None))
                 meta.stored_bytes -= sizes.pop(profile, 0)
+            items.extend((marker, str(at).encode()) for marker, at in sorted(part.erased.items()))
+            part.erased.clear()
             items.extend((outbox_key(seq), None) for seq in sorted(part.sent))
             for entry in part.new_outbox:
                 items.append((outbox_key(entry.seq), entry.encode()))

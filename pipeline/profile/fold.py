@@ -61,8 +61,10 @@ class Outcome(StrEnum):
     CART_ITEM_MISSING = "cart_item_missing"  # applied, cart unchanged
     INVALID_AMOUNT = "invalid_amount"  # rejected
     INVALID_CONTROL = "invalid_control"  # rejected
+    ERASED = "erased"  # dropped by the engine: a piece of an erased person's past arriving late
 
 
+ERASED = Outcome.ERASED
 REJECTED = frozenset({Outcome.INVALID_AMOUNT, Outcome.INVALID_CONTROL})
 ANOMALIES = (Outcome.DUPLICATE, Outcome.CART_ITEM_ABSENT, Outcome.CART_ITEM_MISSING)
 

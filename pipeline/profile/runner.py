@@ -86,6 +86,7 @@ class ProfileConfig:
     batch_size: int = 2000
     commit_interval_s: float = 0.2
     max_cached_records: int = 100_000
+    secret: bytes = b"omnipipe"  # keys the erased-profile markers (the PII hash key in a worker)
     consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -114,7 +115,7 @@ class ProfileLoop:
         self.partition_of = partition_of
         self.store = PartitionStore(config.state_dir)
         self.engine = ProfileEngine(config.limits, partition_of, self.store, clock_ms,
-                                    max_cached=config.max_cached_records)
+                                    max_cached=config.max_cached_records, secret=config.secret)
         self.stats = ProfileStats()
         self.owners: dict[int, str] = {}
         self.assigned = threading.Event()

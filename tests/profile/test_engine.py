@@ -257,7 +257,10 @@ def test_erasure_deletes_the_profile_and_forwarders_and_later_events_start_fresh
     _run(engine, store, [MessageIn(MESSAGES, 0, 1, erase[0].value)])
     assert store.raw(0, profile_key("cust:C1")) is None and store.raw(0, profile_key("dev:D1")) is None
     assert not list(store.items(0, b"p/"))  # nothing readable is left
-    _run(engine, store, [EventIn(RESOLVED, 0, 3, "cust:C1", "", _ev("2", "page_view", t=3000), b"")])
+    late = _run(engine, store, [EventIn(RESOLVED, 0, 3, "cust:C1", "", _ev("0", "page_view", t=1500), b"")])
+    assert getattr(engine.peek("cust:C1"), "state", None) is None and not late  # the erased past: dropped
+    assert not any(b"C1" in k for k, _v in store.items(0))  # the erasure marker is a keyed hash
+    _run(engine, store, [EventIn(RESOLVED, 0, 4, "cust:C1", "", _ev("2", "page_view", t=3000), b"")])
     fresh = engine.peek("cust:C1").state  # type: ignore[union-attr]
     assert fresh is not None and fresh.events == 1 and fresh.consent == {}
 
