@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import resource
 import shutil
 import statistics
 import tempfile
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from pipeline.app import build_identity, build_ingest
+from pipeline.app import build_identity, build_ingest, build_profile
 from pipeline.bench.baselines import aiokafka_passthrough, faust_agent, librdkafka_passthrough
 from pipeline.broker.admin import ensure_topics
 from pipeline.broker.client_config import librdkafka_config
@@ -36,11 +37,14 @@ from pipeline.runtime.stage_threads import StageThreads
 from pipeline.settings import Settings
 from pipeline.simulate.journeys import JourneyConfig, iter_events
 from pipeline.simulate.publisher import publish
+from pipeline.state.changelog import restore_partitions
+from pipeline.state.partition_store import PartitionStore
 from pipeline.topology.catalogue import Role, TopicCatalogue, TopicSpec
 
 #: Topics the ingest+identity run writes; renamed per round so every round starts empty.
 ROUND_TOPICS = ("canonical", "resolved", "identity_messages", "identity_changelog", "identity_merges",
-                "identity_owners", "identity_commits", "dlq")
+                "identity_owners", "identity_commits", "dlq", "profile_messages", "profile_changelog",
+                "profile_commits", "profile_owners", "erasures")
 
 #: Bench-only sink for the raw passthroughs; not part of the pipeline's topology.
 PASSTHROUGH_TOPIC = "bench.passthrough"
@@ -52,6 +56,7 @@ class Figures:
     librdkafka: list[float]
     ingest: list[float]
     identity: list[float] = dataclasses.field(default_factory=list)
+    profile: list[float] = dataclasses.field(default_factory=list)
 
 
 def _preload(settings: Settings, catalogue: TopicCatalogue, events: int, customers: int) -> int:
@@ -95,31 +100,61 @@ def _round_catalogue(catalogue: TopicCatalogue, tag: str) -> TopicCatalogue:
                            for k, v in catalogue.topics.items()})
 
 
-def _run_ingest_identity(settings: Settings, catalogue: TopicCatalogue, expected: int) -> tuple[float, str]:
-    """Events/s from raw input to resolved output, both stages in this process."""
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _run_pipeline(settings: Settings, catalogue: TopicCatalogue, expected: int) -> tuple[float, float, str]:
+    """Events/s from raw input to resolved output, and to folded profiles: three stages, one process."""
     tag = uuid.uuid4().hex[:6]
     cat = _round_catalogue(catalogue, tag)
     ensure_topics(librdkafka_config(settings), cat)
-    state = Path(tempfile.mkdtemp(prefix="omnipipe-bench-identity-"))
+    state = Path(tempfile.mkdtemp(prefix="omnipipe-bench-pipeline-"))
     s = settings.model_copy(update={"data_dir": state, "group_id": f"bench-{tag}"})
     codec = build_codec(s, max_record_size=2 * s.max_record_bytes, strict_encode=False)
     registry = CollectorRegistry()
     ingest = build_ingest(s, cat, codec, registry)
     identity = build_identity(s, cat, codec, registry)
+    profile = build_profile(s, cat, codec, registry)
+    resolved_at = None
     try:
-        with StageThreads("bench", ingest=ingest, identity=identity) as run:
+        with StageThreads("bench", ingest=ingest, identity=identity, profile=profile) as run:
             deadline = time.monotonic() + 1800
-            while identity.stats.resolved < expected and run.alive() and time.monotonic() < deadline:
+            while profile.stats.events < expected and run.alive() and time.monotonic() < deadline:
+                if resolved_at is None and identity.stats.resolved >= expected:
+                    resolved_at = time.perf_counter()
                 time.sleep(0.01)
             done = time.perf_counter()
+            resolved_at = resolved_at or done
+            while profile.engine.unsent() and time.monotonic() < deadline:  # merged states still moving
+                time.sleep(0.05)
+            time.sleep(1.0)  # the last commit
+        live, stored = profile.engine.totals()
+        disk = _dir_bytes(state / "profile")
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        restore_dir = Path(tempfile.mkdtemp(prefix="omnipipe-bench-restore-"))
+        store = PartitionStore(restore_dir)
+        started = time.perf_counter()
+        try:
+            restored = restore_partitions(store, librdkafka_config(s), cat["profile_changelog"].name,
+                                          range(cat["profile_changelog"].partitions))
+        finally:
+            store.close()
+        restore_s = time.perf_counter() - started
+        shutil.rmtree(restore_dir, ignore_errors=True)
     finally:
         shutil.rmtree(state, ignore_errors=True)
     st = identity.stats
-    if st.resolved < expected or ingest.stats.first_batch_at is None:
-        raise RuntimeError(f"identity resolved {st.resolved} of {expected} events")
-    detail = (f"{st.remote_messages:,} messages via the broker, {st.changelog_records:,} changelog "
-              f"records, {st.commits:,} commits")
-    return expected / (done - ingest.stats.first_batch_at), detail
+    if st.resolved < expected or profile.stats.events < expected or ingest.stats.first_batch_at is None:
+        raise RuntimeError(f"identity resolved {st.resolved}, profiles took {profile.stats.events} "
+                           f"of {expected} events")
+    start = ingest.stats.first_batch_at
+    detail = (f"identity: {st.remote_messages:,} messages via the broker, {st.changelog_records:,} changelog "
+              f"records; profiles: {live:,} live, {stored / max(live, 1):,.0f} B each stored, "
+              f"{disk / max(live, 1):,.0f} B each on disk (RocksDB files), max RSS {rss_mb:,.0f} MB, "
+              f"changelog restore of {sum(restored.applied.values()):,} records in {restore_s:.1f}s = "
+              f"{restore_s * 100_000 / max(live, 1):.1f}s per 100k profiles")
+    return expected / (resolved_at - start), expected / (done - start), detail
 
 
 def run_bench(settings: Settings, args: argparse.Namespace) -> int:
@@ -134,7 +169,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         n = _preload(s, catalogue, args.events, customers)
         sources = [t.name for t in catalogue.ingest_sources]
         assert s.kafka_bootstrap_servers
-        figs = Figures([], [], [])
+        figs = Figures([], [], [], [], [])
         for i in range(args.repeat):
             tag = uuid.uuid4().hex[:6]
             figs.aiokafka.append(aiokafka_passthrough(
@@ -143,11 +178,13 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
                 client, sources, PASSTHROUGH_TOPIC, n, f"bench-rdk-{tag}"))
             figs.ingest.append(_run_ingest(s, catalogue, n))
             if not args.skip_identity:
-                rate, detail = _run_ingest_identity(s, catalogue, n)
+                rate, prate, detail = _run_pipeline(s, catalogue, n)
                 figs.identity.append(rate)
+                figs.profile.append(prate)
             print(f"  round {i + 1}: aiokafka {figs.aiokafka[-1]:,.0f}/s, "
                   f"librdkafka {figs.librdkafka[-1]:,.0f}/s, ingest {figs.ingest[-1]:,.0f}/s"
-                  + (f", ingest+identity {figs.identity[-1]:,.0f}/s ({detail})" if figs.identity else ""))
+                  + (f", ingest+identity {figs.identity[-1]:,.0f}/s, ingest+identity+profile "
+                     f"{figs.profile[-1]:,.0f}/s ({detail})" if figs.identity else ""))
     aio = statistics.median(figs.aiokafka)
     rdk = statistics.median(figs.librdkafka)
     ing = statistics.median(figs.ingest)
@@ -178,6 +215,10 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         r_idn = statistics.median(i / a for i, a in zip(figs.identity, figs.aiokafka, strict=True))
         print(f"  ingest+identity (to resolved){idn:>10,.0f} events/s   {r_idn:.2f}  "
               f"(target >= 0.30: {'met' if r_idn >= 0.3 else 'NOT met'})")
+        prf = statistics.median(figs.profile)
+        r_prf = statistics.median(p / a for p, a in zip(figs.profile, figs.aiokafka, strict=True))
+        print(f"  ingest+identity+profile      {prf:>10,.0f} events/s   {r_prf:.2f}  "
+              f"(target >= 0.25: {'met' if r_prf >= 0.25 else 'NOT met'})")
     for line in faust_lines:
         print(line)
     return 0

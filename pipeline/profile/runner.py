@@ -95,6 +95,7 @@ class ProfileStats:
     """Cumulative counts, readable from other threads."""
 
     consumed: int = 0
+    events: int = 0  # resolved events taken (folded, dropped as duplicates, dead-lettered or forwarded)
     folds: int = 0
     commits: int = 0
     erasures: int = 0
@@ -274,6 +275,7 @@ class ProfileLoop:
             counts = self.engine.process(inputs)
         self._metrics.add(counts)
         self.stats.consumed += len(inputs)
+        self.stats.events += sum(1 for i in inputs if isinstance(i, EventIn))
         self.stats.folds += counts.folds
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
 

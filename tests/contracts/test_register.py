@@ -27,17 +27,19 @@ def test_every_source_is_registered() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert "12 subjects registered" in result.stdout
+    assert "13 subjects registered" in result.stdout
 
 
 def test_ids_are_frozen() -> None:
     catalogue = SchemaCatalogue.load()
     ids = {(s.subject, s.version): s.schema_id for s in catalogue}
     subjects = sorted(catalogue.subjects())
-    audit = "omnipipe.identity.IdentityAudit"
-    assert [ids[(subject, 1)] for subject in subjects if subject != audit] == list(range(1, 12))
+    audit, erasure = "omnipipe.identity.IdentityAudit", "omnipipe.control.ErasureCompleted"
+    later = (audit, erasure)
+    assert [ids[(subject, 1)] for subject in subjects if subject not in later] == list(range(1, 12))
     assert ids[("omnipipe.events.WebEvent", 2)] == 12
-    assert ids[(audit, 1)] == 13 == max(ids.values())
+    assert ids[(audit, 1)] == 13
+    assert ids[(erasure, 1)] == 14 == max(ids.values())
 
 
 @pytest.fixture
@@ -60,13 +62,13 @@ def test_register_then_evolve(root: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["--root", str(root)]) == 0
     assert main(["--root", str(root), "--check"]) == 0
     assert main(["--root", str(root)]) == 0  # nothing changed: nothing added
-    assert len(SchemaCatalogue.load(root, fresh=True)) == 12
+    assert len(SchemaCatalogue.load(root, fresh=True)) == 13
 
     edit_web_event(root, {"name": "campaign", "type": ["null", "string"], "default": None})
     assert main(["--root", str(root)]) == 0
     catalogue = SchemaCatalogue.load(root, fresh=True)
     latest = catalogue.latest("omnipipe.events.WebEvent")
-    assert (latest.schema_id, latest.version) == (13, 2)
+    assert (latest.schema_id, latest.version) == (14, 2)
     assert (root / "registry" / "omnipipe.events.WebEvent" / "v2.avsc").exists()
 
 
