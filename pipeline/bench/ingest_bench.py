@@ -129,7 +129,7 @@ def _run_pipeline(settings: Settings, catalogue: TopicCatalogue, expected: int) 
             while profile.engine.unsent() and time.monotonic() < deadline:  # merged states still moving
                 time.sleep(0.05)
             time.sleep(1.0)  # the last commit
-        live, stored = profile.engine.totals()
+            live, stored = profile.engine.totals()  # before the stop revokes the partitions
         disk = _dir_bytes(state / "profile")
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         restore_dir = Path(tempfile.mkdtemp(prefix="omnipipe-bench-restore-"))
