@@ -41,10 +41,10 @@ from pipeline.state.changelog import restore_partitions
 from pipeline.state.partition_store import PartitionStore
 from pipeline.topology.catalogue import Role, TopicCatalogue, TopicSpec
 
-#: Topics the ingest+identity run writes; renamed per round so every round starts empty.
-ROUND_TOPICS = ("canonical", "resolved", "identity_messages", "identity_changelog", "identity_merges",
-                "identity_owners", "identity_commits", "dlq", "profile_messages", "profile_changelog",
-                "profile_commits", "profile_owners", "erasures")
+#: Topics the ingest+identity+profile run writes; renamed per round so every round starts empty.
+ROUND_TOPICS = ("canonical", "resolved", "identity_messages", "identity_forget", "identity_changelog",
+                "identity_merges", "identity_owners", "identity_commits", "dlq", "profile_messages",
+                "profile_changelog", "profile_commits", "profile_owners", "erasures")
 
 #: Bench-only sink for the raw passthroughs; not part of the pipeline's topology.
 PASSTHROUGH_TOPIC = "bench.passthrough"

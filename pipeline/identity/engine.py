@@ -118,6 +118,7 @@ class PartitionRecords:
         self._max_cached = max_cached
         self.cache: dict[RecordKey, Record] = {}
         self.dirty: set[RecordKey] = set()
+        self.deleted: set[RecordKey] = set()
 
     def get(self, space: Space, ref: Ref, counts: Counts) -> Record:
         key = (space, ref)
@@ -129,20 +130,36 @@ class PartitionRecords:
                 counts.created[(self.partition, space)] += 1
             self.cache[key] = rec
         self.dirty.add(key)
+        self.deleted.discard(key)
         return rec
 
-    def take_dirty(self) -> Iterator[tuple[RecordKey, Record]]:
-        """The changed records, once; the cache is trimmed when everything is persisted."""
+    def delete(self, space: Space, ref: Ref) -> bool:
+        """Forget a record (erasure): a tombstone at the next flush. Whether it existed."""
+        key = (space, ref)
+        existed = key in self.cache or self._source.load(self.partition, space, ref) is not None
+        self.cache.pop(key, None)
+        self.dirty.discard(key)
+        if existed:
+            self.deleted.add(key)
+        return existed
+
+    def take_dirty(self) -> Iterator[tuple[RecordKey, Record | None]]:
+        """The changed records (None: deleted), once; the cache is trimmed when everything is persisted."""
         dirty, self.dirty = self.dirty, set()
+        deleted, self.deleted = self.deleted, set()
         for key in dirty:
             yield key, self.cache[key]
+        for key in deleted:
+            yield key, None
 
     def trim(self) -> None:
-        if len(self.cache) > self._max_cached and not self.dirty:
+        if len(self.cache) > self._max_cached and not self.dirty and not self.deleted:
             self.cache.clear()
 
     def peek(self, space: Space, ref: Ref) -> Record | None:
         """Read without creating or dirtying (lookups)."""
+        if (space, ref) in self.deleted:
+            return None
         return self.cache.get((space, ref)) or self._source.load(self.partition, space, ref)
 
 
@@ -245,8 +262,22 @@ class IdentityEngine:
             out.refusals.append(storm)
             out.counts.refusals[storm.reason.value] += 1
 
+    # ------------------------------------------------------------------ erasure
+    def members_of(self, profile: Ref) -> list[Ref]:
+        """Every identifier the profile record lists (active or not) and the profile's own ref."""
+        records = self.partitions.get(self.partition_of(profile))
+        rec = records.peek(Space.PROFILE, profile) if records is not None else None
+        members = set(rec.members) if isinstance(rec, ProfileRecord) else set()
+        members.add(profile)
+        return sorted(members)
+
+    def forget(self, ref: Ref) -> dict[Space, int]:
+        """Delete the identifier's records in every keyspace (it must be in an owned partition)."""
+        records = self.partitions[self.partition_of(ref)]
+        return {space: int(records.delete(space, ref)) for space in Space}
+
     # ------------------------------------------------------------------ persistence hooks
-    def take_dirty(self) -> Iterator[tuple[int, RecordKey, Record]]:
+    def take_dirty(self) -> Iterator[tuple[int, RecordKey, Record | None]]:
         for p, records in self.partitions.items():
             for key, rec in records.take_dirty():
                 yield p, key, rec

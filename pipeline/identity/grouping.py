@@ -126,13 +126,16 @@ def truth_groups(truth: Truth | Path | str, pii: PiiHasher | Pii | None = None) 
     None keeps the raw value (when the events were fed to the rules unhashed,
     as in ``tests/identity/test_evaluate.py``). An identifier ingest would
     reject (an e-mail or phone that does not normalise) is left out: it can
-    never be in the grouping.
+    never be in the grouping. People who asked for erasure are left out: the
+    pipeline forgets every identifier of theirs, by design.
     """
     if not isinstance(truth, Truth):
         truth = load_truth(Path(truth))
     hash_pii = hashed_pii(pii) if isinstance(pii, PiiHasher) else pii
     groups: list[list[Ref]] = []
     for person in truth.persons.values():
+        if person.erased_at_ms is not None:
+            continue
         for group in person.groups:
             refs: list[Ref] = []
             for identifier in group:

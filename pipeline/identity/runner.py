@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgpack
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from pipeline.broker.delivery import DeliveryFailed, produce
@@ -84,6 +85,7 @@ class IdentityConfig:
     canonical_topic: str
     canonical_subject: str
     messages_topic: str
+    forget_topic: str
     changelog_topic: str
     resolved_topic: str
     merges_topic: str
@@ -124,6 +126,7 @@ class _Pending:
     refusals: list[Refusal] = field(default_factory=list)
     dead: list[tuple[Reason, dict[str, Any]]] = field(default_factory=list)
     remote: list[tuple[int, IdentityMessage]] = field(default_factory=list)
+    forget: list[Ref] = field(default_factory=list)  # identifiers to forget, sent after the commit
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def add(self, out: BatchOutput) -> None:
@@ -133,7 +136,7 @@ class _Pending:
         self.remote += out.remote
 
     def __bool__(self) -> bool:
-        return bool(self.offsets or self.remote or self.resolved or self.dead)
+        return bool(self.offsets or self.remote or self.resolved or self.dead or self.forget)
 
 
 class IdentityLoop:
@@ -271,7 +274,7 @@ class IdentityLoop:
             owners.assign([TopicPartition(cfg.owners_topic, p, -2)  # OFFSET_BEGINNING
                            for p in md.topics[cfg.owners_topic].partitions])
             consumer.subscribe(
-                [cfg.canonical_topic, cfg.messages_topic],
+                [cfg.canonical_topic, cfg.messages_topic, cfg.forget_topic],
                 on_assign=lambda c, ps: self._on_assign(c, ps, producer),
                 on_revoke=lambda c, ps: self._on_revoke(c, ps, producer),
             )
@@ -304,6 +307,7 @@ class IdentityLoop:
         cfg = self.config
         pending = self._pending
         inputs: list[IdentityMessage] = []
+        forget: list[Message] = []
         decode = self._decode
         fast = cfg.canonical_header
         for msg in batch:
@@ -328,6 +332,8 @@ class IdentityLoop:
                     self._dead_letter(_decode_reason(exc.reason), str(exc), msg)
                 except (ValueError, KeyError, TypeError) as exc:
                     self._dead_letter(Reason.INVALID_IDENTIFIER, f"{type(exc).__name__}: {exc}", msg)
+            elif topic == cfg.forget_topic:
+                forget.append(msg)
             else:
                 try:
                     inputs.append(decode_message(value))  # type: ignore[arg-type]
@@ -335,6 +341,8 @@ class IdentityLoop:
                     self._dead_letter(Reason.INTERNAL_ERROR, f"undecodable identity message: {exc}", msg)
         with self._lock:
             out = self.engine.process(inputs)
+            for msg in forget:
+                self._forget(msg)
         pending.add(out)
         counts = out.counts
         self._metrics.add(counts)
@@ -344,6 +352,33 @@ class IdentityLoop:
         self.stats.resolved += counts.resolved
         self.stats.remote_messages += len(out.remote)
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _forget(self, msg: Message) -> None:
+        """An erasure (sent by the profile stage, then by this method): ``profile`` or ``ref``.
+
+        ``["profile", P]``: ask every identifier P's profile record lists, and
+        P itself last, to be forgotten; the requests go through the broker
+        after this commit, so P's record (the only list of its members) is
+        deleted only once they are all out. ``["ref", R]``: delete R's records
+        in every keyspace (tombstones on the changelog).
+        """
+        try:
+            kind, ref = msgpack.unpackb(msg.value(), raw=False)  # type: ignore[arg-type]
+            if kind not in ("profile", "ref") or not isinstance(ref, str):
+                raise ValueError(kind)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            self._dead_letter(Reason.INTERNAL_ERROR, "undecodable identity erasure request", msg)
+            return
+        if kind == "profile":
+            members = self.engine.members_of(ref)
+            self._pending.forget += [m for m in members if m != ref] + [ref]
+            return
+        deleted = self.engine.forget(ref)
+        p = self.partition_of(ref)
+        for space, n in deleted.items():
+            if n:
+                self._record_counts[(p, space)] = max(0, self._record_counts.get((p, space), 0) - n)
+        self._metrics.forgotten.inc(1 if any(deleted.values()) else 0)
 
     def _dead_letter(self, reason: Reason, detail: str, msg: Message) -> None:
         _ts_type, ts = msg.timestamp()
@@ -396,13 +431,17 @@ class IdentityLoop:
             dirty = list(self.engine.take_dirty())
         by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for p, (space, ref), rec in dirty:
-            by_partition.setdefault(p, []).append((state_key(space, ref), encode_record(rec)))
+            by_partition.setdefault(p, []).append(
+                (state_key(space, ref), encode_record(rec) if rec is not None else None))
         self._persist(producer, by_partition)
         self.stats.changelog_records += len(dirty)
         self._metrics.changelog_records.inc(len(dirty))
         # 3. messages for the partitions other workers own
         for p, msg in pending.remote:
             produce(producer, cfg.messages_topic, encode_message(msg), msg.key.encode(), p)
+        for ref in pending.forget:
+            produce(producer, cfg.forget_topic, forget_request("ref", ref), ref.encode(),
+                    self.partition_of(ref))
         self._flush(producer, "messages")
         # 4. inputs
         offsets = [TopicPartition(t, p, o) for (t, p), o in pending.offsets.items()]
@@ -470,6 +509,11 @@ class IdentityLoop:
 
     def owns(self, ref: Ref) -> bool:
         return self.engine.owns(self.partition_of(ref))
+
+
+def forget_request(kind: str, ref: Ref) -> bytes:
+    """A value on ``identity.forget``: ``("profile", P)`` from the profile stage, ``("ref", R)`` from here."""
+    return msgpack.packb([kind, ref], use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def _decode_reason(reason: str) -> Reason:

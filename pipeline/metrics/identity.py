@@ -50,6 +50,10 @@ class IdentityMetrics:
             "omnipipe_identity_records",
             "Identity table size on this worker: records per keyspace (ident = identifier -> profile).",
             ["space"], registry=registry)
+        self.forgotten = Counter(
+            "omnipipe_identity_forgotten_identifiers_total",
+            "Identifiers whose records were deleted on an erasure request (tombstones on the changelog).",
+            registry=registry)
         self.dead_letters = Counter(
             "omnipipe_identity_dead_letters_total",
             "Records the identity stage could not use, sent to the dead-letter topic, per reason.",

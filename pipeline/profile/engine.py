@@ -31,7 +31,10 @@ profile whose incarnation has itself ended follows the same way.
 
 Erasure: an ERASURE_REQUEST resolved to P deletes P's record (a tombstone on
 the changelog) and, with ``Erase`` messages, the forwarders of every profile
-folded into P; a completion record goes out once the deletion is durable.
+folded into P, and the identity stage is asked to forget P and every
+identifier its profile record lists (``identity/runner.py``); a completion
+record goes out once the profile deletion is durable (identity's follows
+within a commit or two).
 P's marker (a keyed hash of its id and the request's event time) stays: a
 late piece of the erased past (an event or merged state no newer than the
 request, e.g. a redelivery) is dropped, while an event after the request
@@ -62,6 +65,7 @@ META_KEY = b"m/meta"
 MESSAGES = "messages"
 ERASURES = "erasures"
 DEAD = "dlq"
+FORGET = "forget"  # the identity stage is asked to forget the profile and every identifier it lists
 
 # message kinds on profile.messages
 TRANSFER = "T"
@@ -134,7 +138,7 @@ class Meta:
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
     seq: int
-    dest: str  # MESSAGES, ERASURES, DEAD
+    dest: str  # MESSAGES, ERASURES, DEAD, FORGET
     partition: int  # MESSAGES: target partition; else -1
     key: bytes
     value: Any  # MESSAGES: a message list; ERASURES/DEAD: a record dict (the runner encodes it)
@@ -446,6 +450,7 @@ class ProfileEngine:
         self._delete(part, profile, rec, counts)
         marker = erased_key(profile, self.secret)
         part.erased[marker] = max(part.erased.get(marker, 0), ev["event_time"])
+        self._emit(part, FORGET, -1, profile.encode(), profile)
         counts.erasures += 1
         self._emit(part, ERASURES, -1, str(ev["event_id"]).encode(), {
             "request_event_id": ev["event_id"],

@@ -35,13 +35,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pipeline.broker.delivery import DeliveryFailed, produce
 from pipeline.contracts.errors import DecodeError
 from pipeline.identity.audit import MERGE
-from pipeline.identity.runner import INCARNATION_HEADER
+from pipeline.identity.runner import INCARNATION_HEADER, forget_request
 from pipeline.ingest.reasons import Reason
 from pipeline.metrics.profile import ProfileMetrics
 from pipeline.profile.codec import ProfileCodecError, pack, unpack
 from pipeline.profile.engine import (
     DEAD,
     ERASURES,
+    FORGET,
     MESSAGES,
     BadIn,
     EventIn,
@@ -76,6 +77,7 @@ class ProfileConfig:
     commits_topic: str
     owners_topic: str
     erasures_topic: str
+    forget_topic: str
     erasures_subject: str
     dlq_topic: str
     dlq_subject: str
@@ -166,6 +168,7 @@ class ProfileLoop:
             "batch.num.messages": 10000,
             "queue.buffering.max.messages": 1000000,
             "max.in.flight.requests.per.connection": 1,  # messages to a partition arrive in seq order
+            "partitioner": "murmur2_random",  # erasure requests land on the profile id's identity partition
             "acks": "all",
             "on_delivery": self._on_delivery,
         })
@@ -376,6 +379,8 @@ class ProfileLoop:
                 erasures += 1
                 produce(producer, cfg.erasures_topic,
                         self._encode(cfg.erasures_subject, {**entry.value, "completed_at": now}), entry.key)
+            elif entry.dest == FORGET:
+                produce(producer, cfg.forget_topic, forget_request("profile", entry.value), entry.key)
             elif entry.dest == DEAD:
                 produce(producer, cfg.dlq_topic,
                         self._encode(cfg.dlq_subject, {**entry.value, "dead_lettered_at": now}), entry.key)

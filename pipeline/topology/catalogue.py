@@ -102,7 +102,7 @@ class TopicCatalogue:
 
 
 COPARTITIONED = (
-    ("canonical", "identity_messages", "identity_changelog"),
+    ("canonical", "identity_messages", "identity_forget", "identity_changelog"),
     ("resolved", "identity_merges", "profile_messages", "profile_changelog"),
 )
 """Each stage routes by key over one group together: one partition number, one owner.

@@ -7,8 +7,10 @@ on its state directory. Then:
   identifiers nobody else shares, exactly what the ground truth says that
   person did (events per channel, purchases, revenue, first and last seen);
 * erased people are gone: 404 from the API, a tombstone as the last word of
-  their profile on the changelog, one completion record per request, and
-  no raw e-mail in any worker log;
+  their profile on the changelog, one completion record per request, the
+  identity stage has forgotten every identifier of theirs (tombstones on its
+  changelog, 404 from the identity lookup), and no raw e-mail is in any
+  worker log;
 * recovery: the profile table's digest (every profile record; the
   changelog-offset marker, the stage's own bookkeeping, excluded) is the
   same after a kill -9 (RocksDB + changelog tail) and after a rebuild from
@@ -27,6 +29,7 @@ import pytest
 
 from pipeline.broker.embedded import EmbeddedBroker
 from pipeline.broker.reader import iter_topic
+from pipeline.identity.grouping import read_grouping_from
 from pipeline.profile.engine import PROFILE_PREFIX
 from pipeline.simulate.truth import PersonTruth, load_truth
 from pipeline.state.partition_store import PartitionStore
@@ -148,6 +151,18 @@ def test_profiles_match_the_truth_survive_kill_and_erasures_leave_nothing(broker
         for person in erased:
             for cid in person.identifiers.get("customer_id", []):
                 assert last_word.get(PROFILE_PREFIX + f"cust:{cid}".encode()) is None
+        # identity forgot them too: every identifier the erased profiles listed is a tombstone
+        erased_refs = {f"cust:{cid}" for p in erased for cid in p.identifiers.get("customer_id", [])}
+        deadline = time.monotonic() + 30
+        grouping = read_grouping_from(client, cat["identity_changelog"].name)
+        while (erased_refs & grouping.keys() or erased_refs & set(grouping.values())) \
+                and time.monotonic() < deadline:
+            time.sleep(1)
+            grouping = read_grouping_from(client, cat["identity_changelog"].name)
+        assert not erased_refs & grouping.keys() and not erased_refs & set(grouping.values())
+        for ref in erased_refs:
+            assert second.get(f"/identity/{ref}")[0] == 404
+        assert second.metric("omnipipe_identity_forgotten_identifiers_total") >= len(erased_refs)
     finally:
         second.stop(signal.SIGKILL)  # the table as a crash leaves it
 

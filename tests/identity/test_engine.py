@@ -734,3 +734,21 @@ def test_a_cookie_that_comes_back_to_a_target_without_a_newer_stamp_still_follow
         d.settle()
     assert reference_grouping(events).grouping()["anon:x"] == "cust:C2"  # x's latest stable event: k2 -> K
     assert d.store.grouping()["anon:x"] == "cust:C2"  # is card:K
+
+
+def test_an_erased_profile_and_every_identifier_it_lists_are_forgotten() -> None:
+    source = DictSource()
+    engine = engine_owning([0, 1], source)
+    settle(engine, engine.process([Observe(LinkEvent.from_canonical(LOGIN), b"")]), source)
+    source.persist(engine)
+    assert engine.members_of("cust:C") == ["anon:x", "cust:C"]
+    for ref in engine.members_of("cust:C"):
+        engine.forget(ref)
+    tombstones = {(p, key): rec for p, key, rec in engine.take_dirty()}
+    assert tombstones and all(rec is None for rec in tombstones.values())
+    assert {key[1] for _p, key in tombstones} == {"cust:C", "anon:x"}
+    for p, key in tombstones:
+        source.records.pop((p, *key), None)
+    for space in Space:
+        assert engine.peek(space, "cust:C") is None and engine.peek(space, "anon:x") is None
+    assert engine.members_of("cust:C") == ["cust:C"]  # a replayed request finds nothing more to list
