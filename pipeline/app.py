@@ -117,6 +117,7 @@ def build_identity(
         canonical_header=fast_header(codec, canonical.avro_subject),
         batch_size=settings.identity_batch_size,
         commit_interval_s=settings.identity_commit_interval_s,
+        secret=settings.hash_key(),
         **overrides,
     )
     return IdentityLoop(config, codec.decode, codec.encode, PartitionMap(canonical.partitions),

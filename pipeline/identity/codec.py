@@ -699,6 +699,10 @@ _SPACE_PREFIX: dict[Space, bytes] = {Space.IDENT: b"i|", Space.CLUSTER: b"c|", S
 _PREFIX_SPACE: dict[bytes, Space] = {p[:1]: s for s, p in _SPACE_PREFIX.items()}
 
 
+ERASED_PREFIX = b"x|"
+"""Erasure markers (``pipeline/state/erasure.py``) share the identity table; not a record keyspace."""
+
+
 def state_key(space: Space, ref: Ref) -> bytes:
     """Changelog / RocksDB key: one letter for the keyspace, ``|``, the ref (three tables, one topic)."""
     prefix = _SPACE_PREFIX.get(space)

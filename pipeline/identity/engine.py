@@ -264,11 +264,18 @@ class IdentityEngine:
 
     # ------------------------------------------------------------------ erasure
     def members_of(self, profile: Ref) -> list[Ref]:
-        """Every identifier the profile record lists (active or not) and the profile's own ref."""
+        """Every identifier resolving to the profile: the stable ones its cluster root holds (the
+        profile id is the root's ref), the roaming ones its profile record lists, and itself."""
         records = self.partitions.get(self.partition_of(profile))
-        rec = records.peek(Space.PROFILE, profile) if records is not None else None
-        members = set(rec.members) if isinstance(rec, ProfileRecord) else set()
-        members.add(profile)
+        members = {profile}
+        if records is not None:
+            rec = records.peek(Space.PROFILE, profile)
+            if isinstance(rec, ProfileRecord):
+                members.update(rec.members)
+            root = records.peek(Space.CLUSTER, profile)
+            if isinstance(root, ClusterRecord) and root.is_root:
+                members.update(root.members)
+                members.update(root.assigned)
         return sorted(members)
 
     def forget(self, ref: Ref) -> dict[Space, int]:

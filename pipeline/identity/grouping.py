@@ -22,7 +22,13 @@ from typing import Any
 
 from pipeline.broker.reader import iter_topic
 from pipeline.errors import OmnipipeError
-from pipeline.identity.codec import IdentityCodecError, decode_record, parse_state_key, state_key
+from pipeline.identity.codec import (
+    ERASED_PREFIX,
+    IdentityCodecError,
+    decode_record,
+    parse_state_key,
+    state_key,
+)
 from pipeline.identity.evaluate import PairwiseScore, deterministic_groups, pairwise_score, truth_ref
 from pipeline.identity.messages import Space
 from pipeline.identity.model import Ref
@@ -55,6 +61,8 @@ def grouping_from_records(records: Iterable[tuple[bytes | None, bytes | None]]) 
             raise GroupingError("identity changelog record without a key")
         if key.startswith(_IDENT_PREFIX):
             latest[key] = value
+        elif key.startswith(ERASED_PREFIX):
+            continue  # erasure markers: keyed hashes, no record
         else:
             parse_state_key(key)  # other keyspaces are skipped, but a garbage key is still an error
     grouping: dict[Ref, Ref] = {}

@@ -53,6 +53,7 @@ from pipeline.broker.delivery import DeliveryFailed, produce
 from pipeline.contracts.errors import DecodeError
 from pipeline.identity.audit import merge_record, refusal_record
 from pipeline.identity.codec import (
+    ERASED_PREFIX,
     IdentityCodecError,
     decode_message,
     encode_message,
@@ -68,6 +69,7 @@ from pipeline.identity.state import IdentifierRecord, ProfileRecord
 from pipeline.identity.store import RocksRecordStore, commit_header, read_done_commits, restore_partitions
 from pipeline.ingest.reasons import Reason
 from pipeline.metrics.identity import IdentityMetrics
+from pipeline.state.erasure import erasure_marker
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,7 @@ class IdentityConfig:
     batch_size: int = 2000
     commit_interval_s: float = 0.2
     max_cached_records: int = 50_000  # per partition, decoded, between commits
+    secret: bytes = b"omnipipe"  # keys the erasure markers (the PII hash key in a worker)
     consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -126,7 +129,8 @@ class _Pending:
     refusals: list[Refusal] = field(default_factory=list)
     dead: list[tuple[Reason, dict[str, Any]]] = field(default_factory=list)
     remote: list[tuple[int, IdentityMessage]] = field(default_factory=list)
-    forget: list[Ref] = field(default_factory=list)  # identifiers to forget, sent after the commit
+    forget: list[tuple[Ref, int]] = field(default_factory=list)  # to forget, sent after the commit
+    markers: dict[int, list[tuple[bytes, bytes | None]]] = field(default_factory=dict)  # erasure markers
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def add(self, out: BatchOutput) -> None:
@@ -165,6 +169,7 @@ class IdentityLoop:
         self._writer = uuid.uuid4().hex[:16]  # this run of the stage, in changelog headers
         self._seq = 0  # commits of this run
         self._record_counts: dict[tuple[int, Space], int] = {}
+        self._erased: dict[int, dict[bytes, int]] = {}  # partition -> erasure marker -> request time
 
     def stop(self) -> None:
         self._stop.set()
@@ -233,6 +238,7 @@ class IdentityLoop:
             log.info("identity partitions %s: restored %d changelog records in %.2fs",
                      numbers, sum(restored.applied.values()), took)
         for p in numbers:
+            self._erased[p] = {key: int(value) for key, value in self.store.items(p, ERASED_PREFIX)}
             with self._lock:
                 self.engine.assign(p)
                 for space in Space:
@@ -327,6 +333,9 @@ class IdentityLoop:
                         event = read_link_event(value)
                     else:
                         event = LinkEvent.from_canonical(decode(value, cfg.canonical_subject))  # type: ignore[arg-type]
+                    if self._erased and self._erased_past(event):
+                        self._metrics.erased_events_dropped.inc()
+                        continue
                     inputs.append(Observe(event, value))  # type: ignore[arg-type]
                 except DecodeError as exc:
                     self._dead_letter(_decode_reason(exc.reason), str(exc), msg)
@@ -353,6 +362,20 @@ class IdentityLoop:
         self.stats.remote_messages += len(out.remote)
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
 
+    def _erased_past(self, event: LinkEvent) -> bool:
+        """Whether an identifier of the event was erased at or after the event (a late or replayed past).
+
+        Only markers of partitions this worker owns are seen; the event's key
+        identifier is always among them (events are keyed by it).
+        """
+        for ref in event.refs:
+            markers = self._erased.get(self.partition_of(ref))
+            if markers:
+                at = markers.get(erasure_marker(ERASED_PREFIX, ref, self.config.secret))
+                if at is not None and event.event_time <= at:
+                    return True
+        return False
+
     def _forget(self, msg: Message) -> None:
         """An erasure (sent by the profile stage, then by this method): ``profile`` or ``ref``.
 
@@ -363,18 +386,23 @@ class IdentityLoop:
         in every keyspace (tombstones on the changelog).
         """
         try:
-            kind, ref = msgpack.unpackb(msg.value(), raw=False)  # type: ignore[arg-type]
-            if kind not in ("profile", "ref") or not isinstance(ref, str):
+            kind, ref, at = msgpack.unpackb(msg.value(), raw=False)  # type: ignore[arg-type]
+            if kind not in ("profile", "ref") or not isinstance(ref, str) or not isinstance(at, int):
                 raise ValueError(kind)
         except (ValueError, TypeError, msgpack.UnpackException):
             self._dead_letter(Reason.INTERNAL_ERROR, "undecodable identity erasure request", msg)
             return
         if kind == "profile":
             members = self.engine.members_of(ref)
-            self._pending.forget += [m for m in members if m != ref] + [ref]
+            self._pending.forget += [(m, at) for m in members if m != ref] + [(ref, at)]
             return
         deleted = self.engine.forget(ref)
         p = self.partition_of(ref)
+        marker = erasure_marker(ERASED_PREFIX, ref, self.config.secret)
+        erased = self._erased.setdefault(p, {})
+        if at > erased.get(marker, -1):  # a replay of this identifier's older events is dropped
+            erased[marker] = at
+            self._pending.markers.setdefault(p, []).append((marker, str(at).encode()))
         for space, n in deleted.items():
             if n:
                 self._record_counts[(p, space)] = max(0, self._record_counts.get((p, space), 0) - n)
@@ -429,7 +457,8 @@ class IdentityLoop:
         # 2. changed records: changelog first, then RocksDB at the changelog offset
         with self._lock:
             dirty = list(self.engine.take_dirty())
-        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {
+            p: list(items) for p, items in pending.markers.items()}
         for p, (space, ref), rec in dirty:
             by_partition.setdefault(p, []).append(
                 (state_key(space, ref), encode_record(rec) if rec is not None else None))
@@ -439,8 +468,8 @@ class IdentityLoop:
         # 3. messages for the partitions other workers own
         for p, msg in pending.remote:
             produce(producer, cfg.messages_topic, encode_message(msg), msg.key.encode(), p)
-        for ref in pending.forget:
-            produce(producer, cfg.forget_topic, forget_request("ref", ref), ref.encode(),
+        for ref, at in pending.forget:
+            produce(producer, cfg.forget_topic, forget_request("ref", ref, at), ref.encode(),
                     self.partition_of(ref))
         self._flush(producer, "messages")
         # 4. inputs
@@ -511,9 +540,10 @@ class IdentityLoop:
         return self.engine.owns(self.partition_of(ref))
 
 
-def forget_request(kind: str, ref: Ref) -> bytes:
-    """A value on ``identity.forget``: ``("profile", P)`` from the profile stage, ``("ref", R)`` from here."""
-    return msgpack.packb([kind, ref], use_bin_type=True)  # type: ignore[no-any-return]
+def forget_request(kind: str, ref: Ref, at: int) -> bytes:
+    """A value on ``identity.forget``: ``("profile", P, t)`` from the profile stage, ``("ref", R, t)`` from
+    here; ``t`` is the erasure request's event time."""
+    return msgpack.packb([kind, ref, at], use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def _decode_reason(reason: str) -> Reason:

@@ -54,6 +54,10 @@ class IdentityMetrics:
             "omnipipe_identity_forgotten_identifiers_total",
             "Identifiers whose records were deleted on an erasure request (tombstones on the changelog).",
             registry=registry)
+        self.erased_events_dropped = Counter(
+            "omnipipe_identity_erased_events_dropped_total",
+            "Events no newer than an erasure of their key identifier (a replayed past), dropped.",
+            registry=registry)
         self.dead_letters = Counter(
             "omnipipe_identity_dead_letters_total",
             "Records the identity stage could not use, sent to the dead-letter topic, per reason.",

@@ -8,6 +8,7 @@ Field order is the wire format: append new fields at the end and bump
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import msgpack
@@ -22,12 +23,32 @@ class ProfileCodecError(OmnipipeError):
     """A stored profile record cannot be read (corrupt, or written by a newer version)."""
 
 
+_MEMO_ENTRY = struct.Struct(">QI")  # event id digest, ingest time - base (ms)
+
+
+def _pack_memo(memo: dict[int, int]) -> list[Any]:
+    """12 bytes an entry (not ~18 as a msgpack map): the memo is the largest part of a small profile."""
+    if not memo:
+        return [0, b""]
+    base = min(memo.values())
+    if max(memo.values()) - base >= 2**32:  # entries over more than ~49 days apart: keep them as a map
+        return [-1, memo]
+    return [base, b"".join(_MEMO_ENTRY.pack(d, t - base) for d, t in memo.items())]
+
+
+def _unpack_memo(packed: list[Any]) -> dict[int, int]:
+    base, blob = packed
+    if base == -1:
+        return dict(blob)
+    return {d: base + t for d, t in _MEMO_ENTRY.iter_unpack(blob)}
+
+
 def state_fields(s: ProfileState) -> list[Any]:
     return [
         s.events, s.first_seen, s.last_seen, s.identified_at, s.identifiers, s.channels, s.products,
         s.categories, s.cart, s.cart_changed_at, s.orders_online, s.orders_store, s.revenue,
         s.last_purchase_at, s.purchase_categories, s.purchase_times, s.returns, s.returned, s.registers,
-        s.consent, s.last_trigger, s.memo, s.merged_from,
+        s.consent, s.last_trigger, _pack_memo(s.memo), s.merged_from,
     ]
 
 
@@ -39,7 +60,7 @@ def state_from_fields(f: list[Any]) -> ProfileState:
         orders_online=f[10], orders_store=f[11], revenue=f[12], last_purchase_at=f[13],
         purchase_categories=f[14], purchase_times=f[15], returns=f[16], returned=f[17],
         registers={k: (v[0], v[1]) for k, v in f[18].items()},
-        consent={k: (v[0], v[1]) for k, v in f[19].items()}, last_trigger=f[20], memo=f[21],
+        consent={k: (v[0], v[1]) for k, v in f[19].items()}, last_trigger=f[20], memo=_unpack_memo(f[21]),
         merged_from=f[22],
     )
 

@@ -43,7 +43,6 @@ starts a fresh profile, without consent.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,6 +51,7 @@ from pipeline.profile.codec import pack, state_fields, state_from_fields, unpack
 from pipeline.profile.fold import CONSENT, ERASED, ERASURE, REJECTED, Outcome, fold_event
 from pipeline.profile.limits import ProfileLimits
 from pipeline.profile.state import ProfileState, merge
+from pipeline.state.erasure import erasure_marker
 
 Ref = str
 Incarnation = str
@@ -79,8 +79,7 @@ def profile_key(profile: Ref) -> bytes:
 
 def erased_key(profile: Ref, secret: bytes) -> bytes:
     """The erased profile's marker: a keyed hash, so the table keeps no identifier of the person."""
-    digest = hashlib.blake2b(profile.encode(), key=secret[:64], digest_size=16)
-    return ERASED_PREFIX + digest.hexdigest().encode()
+    return erasure_marker(ERASED_PREFIX, profile, secret)
 
 
 def outbox_key(seq: int) -> bytes:
@@ -450,7 +449,7 @@ class ProfileEngine:
         self._delete(part, profile, rec, counts)
         marker = erased_key(profile, self.secret)
         part.erased[marker] = max(part.erased.get(marker, 0), ev["event_time"])
-        self._emit(part, FORGET, -1, profile.encode(), profile)
+        self._emit(part, FORGET, -1, profile.encode(), [profile, ev["event_time"]])
         counts.erasures += 1
         self._emit(part, ERASURES, -1, str(ev["event_id"]).encode(), {
             "request_event_id": ev["event_id"],

@@ -15,7 +15,7 @@ class Caps:
     cart_items: int = 30
     purchase_categories: int = 24
     purchase_times: int = 16
-    memo: int = 16
+    memo: int = 64
     merged_from: int = 128
 
 

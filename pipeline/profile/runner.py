@@ -380,7 +380,8 @@ class ProfileLoop:
                 produce(producer, cfg.erasures_topic,
                         self._encode(cfg.erasures_subject, {**entry.value, "completed_at": now}), entry.key)
             elif entry.dest == FORGET:
-                produce(producer, cfg.forget_topic, forget_request("profile", entry.value), entry.key)
+                profile, at = entry.value
+                produce(producer, cfg.forget_topic, forget_request("profile", profile, at), entry.key)
             elif entry.dest == DEAD:
                 produce(producer, cfg.dlq_topic,
                         self._encode(cfg.dlq_subject, {**entry.value, "dead_lettered_at": now}), entry.key)

@@ -114,3 +114,51 @@ def _refs(records: list[bytes]) -> set[str]:
     from pipeline.identity.link_reader import read_link_event
 
     return {ref for v in records for ref in read_link_event(v).refs}
+
+
+def test_an_erasure_request_forgets_the_profile_and_every_identifier_it_lists(
+        broker: EmbeddedBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.identity.grouping import read_grouping_from
+    from pipeline.identity.runner import forget_request
+
+    tag = uuid.uuid4().hex[:6]
+    cat = _catalogue(tag)
+    client = {"bootstrap.servers": broker.bootstrap_servers}
+    ensure_topics(client, cat)
+    producer = Producer({**client, "partitioner": "murmur2_random"})
+    template = CODEC.decode(RECORDS[0], SUBJECT)
+    records = []
+    for i in range(40):  # 10 customers, each with a cookie and a device linked by their events
+        ids = {"customer_id": f"C{i % 10}", "anonymous_id": f"a{i % 10}-{i % 3}", "device_id": f"d{i % 10}",
+               "loyalty_card": None, "email_hash": None, "phone_hash": None}
+        records.append(CODEC.encode(SUBJECT, {**template, **ids, "event_id": f"erase-{i}",
+                                              "event_time": template["event_time"] + i}))
+    for value in records:
+        producer.produce(cat["canonical"].name, value, b"k")
+    assert producer.flush(10) == 0
+    loop = _loop(broker, cat, tmp_path / "state", monkeypatch, tag)
+    with Running(loop) as run:
+        refs = _refs(records)
+        run.wait(lambda: all((loop.resolve_local(r) or {}).get("profile_id", "").startswith("cust:")
+                             for r in refs))
+        found = {ref: loop.resolve_local(ref) for ref in refs}
+        by_profile: dict[str, set[str]] = {}
+        for ref, answer in found.items():
+            assert answer is not None
+            by_profile.setdefault(answer["profile_id"], set()).add(ref)
+        profile, members = max(by_profile.items(), key=lambda kv: len(kv[1]))
+        assert len(members) >= 4, found  # the customer, its device and its cookies
+        erased_at = template["event_time"] + 1000
+        producer.produce(cat["identity_forget"].name, forget_request("profile", profile, erased_at),
+                         profile.encode())
+        assert producer.flush(10) == 0
+        run.wait(lambda: all(loop.resolve_local(ref) is None for ref in members))
+        for value in records:  # the erased past again (a replay after a crash): dropped, not re-linked
+            producer.produce(cat["canonical"].name, value, b"k")
+        assert producer.flush(10) == 0
+        run.wait(lambda: loop.stats.events >= 2 * len(records) - 4 and loop.stats.idle_since is not None)
+        assert all(loop.resolve_local(ref) is None for ref in members)
+        others = {ref: loop.resolve_local(ref) for ref in found.keys() - members}
+    assert all(others.values())  # nobody else was touched
+    grouping = read_grouping_from(client, cat["identity_changelog"].name)
+    assert not members & grouping.keys() and profile not in grouping.values()
