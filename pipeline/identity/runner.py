@@ -363,18 +363,15 @@ class IdentityLoop:
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
 
     def _erased_past(self, event: LinkEvent) -> bool:
-        """Whether an identifier of the event was erased at or after the event (a late or replayed past).
-
-        Only markers of partitions this worker owns are seen; the event's key
-        identifier is always among them (events are keyed by it).
-        """
-        for ref in event.refs:
-            markers = self._erased.get(self.partition_of(ref))
-            if markers:
-                at = markers.get(erasure_marker(ERASED_PREFIX, ref, self.config.secret))
-                if at is not None and event.event_time <= at:
-                    return True
-        return False
+        """Whether the event's key (strongest) identifier was erased at or after the event: a replayed
+        or late piece of the erased past. Only the key counts: an event of someone else that also
+        carries an erased identifier (a shared device) is theirs and goes on."""
+        ref = event.refs[0]
+        markers = self._erased.get(self.partition_of(ref))
+        if not markers:
+            return False
+        at = markers.get(erasure_marker(ERASED_PREFIX, ref, self.config.secret))
+        return at is not None and event.event_time <= at
 
     def _forget(self, msg: Message) -> None:
         """An erasure (sent by the profile stage, then by this method): ``profile`` or ``ref``.

@@ -414,7 +414,7 @@ class ProfileLoop:
         rec = self.record(profile)
         if rec is None or rec.state is None:
             return None
-        return profile_json(profile, rec.state, self.config.limits)
+        return {**profile_json(profile, rec.state, self.config.limits), "owner": self.config.advertised_url}
 
 
 def _incarnation(headers: Any) -> str:

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from pipeline.metrics.identity import IdentityMetrics
 from pipeline.metrics.ingest import IngestMetrics
+from pipeline.metrics.profile import ProfileMetrics
 from pipeline.metrics.scrape import parse
 from pipeline.topology.catalogue import CHANNELS
 
@@ -24,6 +25,7 @@ def _exported() -> tuple[set[str], set[str]]:
     registry = CollectorRegistry()
     IngestMetrics(registry, CHANNELS)
     IdentityMetrics(registry)
+    ProfileMetrics(registry)
     scraped = parse(generate_latest(registry).decode())
     names = set(scraped.samples)
     labels = {k for series in scraped.samples.values() for key in series for k, _ in key}

@@ -77,7 +77,7 @@ def test_the_latest_identifier_record_per_key_wins_and_tombstones_delete() -> No
 
 
 @pytest.mark.parametrize("bad", [
-    [(b"x|cust:A", b"")],  # unknown keyspace
+    [(b"q|cust:A", b"")],  # unknown keyspace (x| is the erasure markers)
     [(b"nonsense", b"")],
     [(state_key(Space.IDENT, "cust:A"), b"\x00not a record")],
     [ident("cust:B", "cust:B")[:1] + ident("cust:A", "cust:A")[1:]],  # a record under another key
