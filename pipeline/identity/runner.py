@@ -114,6 +114,7 @@ class IdentityStats:
 
     events: int = 0
     resolved: int = 0
+    erased_dropped: int = 0  # events of an erased past, not resolved
     remote_messages: int = 0
     commits: int = 0
     changelog_records: int = 0
@@ -335,6 +336,7 @@ class IdentityLoop:
                         event = LinkEvent.from_canonical(decode(value, cfg.canonical_subject))  # type: ignore[arg-type]
                     if self._erased and self._erased_past(event):
                         self._metrics.erased_events_dropped.inc()
+                        self.stats.erased_dropped += 1
                         continue
                     inputs.append(Observe(event, value))  # type: ignore[arg-type]
                 except DecodeError as exc:
