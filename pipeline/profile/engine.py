@@ -247,7 +247,6 @@ class _Partition:
     meta_dirty: bool = False
 
 
-Decoder = Callable[[bytes], Mapping[str, Any]]
 
 
 class ProfileEngine:
