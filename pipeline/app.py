@@ -25,6 +25,7 @@ from pipeline.ingest.runner import IngestConfig, IngestLoop
 from pipeline.metrics.identity import IdentityMetrics
 from pipeline.metrics.ingest import IngestMetrics
 from pipeline.metrics.profile import ProfileMetrics
+from pipeline.nba.catalogue import ActionCatalogue, load_action_catalogue
 from pipeline.profile.api import register_profile_api
 from pipeline.profile.runner import ProfileConfig, ProfileLoop
 from pipeline.runtime.stage_service import StageService
@@ -43,6 +44,7 @@ class Pipeline:
     ingest: IngestLoop
     identity: IdentityLoop
     profile: ProfileLoop
+    actions: ActionCatalogue
 
 
 def build_ingest(
@@ -173,6 +175,7 @@ def build_app(
     from faust.sensors.prometheus import setup_prometheus_sensors
 
     registry = registry or CollectorRegistry()
+    actions = load_action_catalogue(settings.actions_config_path)  # validated before anything starts
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.group_id,
@@ -208,4 +211,5 @@ def build_app(
         for service in stages:
             await app.add_runtime_dependency(service)
 
-    return Pipeline(app=app, registry=registry, ingest=ingest, identity=identity, profile=profile)
+    return Pipeline(app=app, registry=registry, ingest=ingest, identity=identity, profile=profile,
+                    actions=actions)

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     identity_batch_size: int = Field(2000, alias="OMNIPIPE_IDENTITY_BATCH_SIZE", ge=1, le=100_000)
     identity_commit_interval_s: float = Field(0.2, alias="OMNIPIPE_IDENTITY_COMMIT_INTERVAL_S", gt=0)
     profile_config_path: Path | None = Field(None, alias="OMNIPIPE_PROFILE_CONFIG")
+    actions_config_path: Path | None = Field(None, alias="OMNIPIPE_ACTIONS_CONFIG")
     profile_batch_size: int = Field(2000, alias="OMNIPIPE_PROFILE_BATCH_SIZE", ge=1, le=100_000)
     profile_commit_interval_s: float = Field(0.2, alias="OMNIPIPE_PROFILE_COMMIT_INTERVAL_S", gt=0)
     web_advertised_url: str | None = Field(

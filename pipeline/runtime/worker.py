@@ -13,11 +13,23 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def check_stage_configs(settings: Settings) -> None:
+    """Every stage's data configuration, validated before a broker is touched (raises TopologyError)."""
+    from pipeline.nba.catalogue import load_action_catalogue
+    from pipeline.topology.identity_config import load_identity_limits
+    from pipeline.topology.profile_config import load_profile_limits
+
+    load_identity_limits(settings.identity_config_path)
+    load_profile_limits(settings.profile_config_path)
+    load_action_catalogue(settings.actions_config_path)
+
+
 def run_worker(settings: Settings) -> int:
     """Start (or join) the cluster, create topics, run the Faust worker."""
     from faust.worker import Worker
 
     catalogue = load_topology(settings)
+    check_stage_configs(settings)
     # dead letters carry up to max_record_bytes of the raw record plus metadata
     codec: AvroCodec = build_codec(
         settings, max_record_size=2 * settings.max_record_bytes, strict_encode=False
