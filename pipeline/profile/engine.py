@@ -240,6 +240,7 @@ class _Partition:
     dirty: set[Ref] = field(default_factory=set)
     deleted: set[Ref] = field(default_factory=set)
     sizes: dict[Ref, int] = field(default_factory=dict)  # stored bytes of the records read or written
+    markers: dict[bytes, int] = field(default_factory=dict)  # every erasure marker -> erased at (rare)
     erased: dict[bytes, int] = field(default_factory=dict)  # markers written this commit -> erased at
     new_outbox: list[OutboxEntry] = field(default_factory=list)
     unsent: dict[int, OutboxEntry] = field(default_factory=dict)  # durable, not yet acknowledged
@@ -277,6 +278,7 @@ class ProfileEngine:
         for key, value in self.store.items(p, OUTBOX_PREFIX):
             seq = int(key[len(OUTBOX_PREFIX):])
             part.unsent[seq] = OutboxEntry.decode(seq, value)
+        part.markers = {key: int(value) for key, value in self.store.items(p, ERASED_PREFIX)}
         self._parts[p] = part
 
     def revoke(self, p: int) -> None:
@@ -361,7 +363,7 @@ class ProfileEngine:
             self._erase(part, p, profile, rec, ev, counts)
             return
         created = rec.state is None
-        if created and self._erased_after(part, p, profile, ev["event_time"]):
+        if created and self._erased_after(part, profile, ev["event_time"]):
             counts.outcomes[ERASED] = counts.outcomes.get(ERASED, 0) + 1
             return
         state = rec.state if rec.state is not None else ProfileState()
@@ -427,7 +429,7 @@ class ProfileEngine:
         elif kind == TRANSFER:
             source, fields = msg[5], msg[7]
             incoming = state_from_fields(fields) if fields is not None else ProfileState()
-            if rec.state is None and self._erased_after(part, p, target, incoming.last_seen or 0):
+            if rec.state is None and self._erased_after(part, target, incoming.last_seen or 0):
                 counts.outcomes[ERASED] = counts.outcomes.get(ERASED, 0) + 1
                 return
             incoming.merged_from[source] = incoming.last_seen or 0
@@ -447,7 +449,7 @@ class ProfileEngine:
         identifiers = len(state.identifiers) if state is not None else 0
         self._delete(part, profile, rec, counts)
         marker = erased_key(profile, self.secret)
-        part.erased[marker] = max(part.erased.get(marker, 0), ev["event_time"])
+        part.erased[marker] = part.markers[marker] = max(part.markers.get(marker, 0), ev["event_time"])
         self._emit(part, FORGET, -1, profile.encode(), [profile, ev["event_time"]])
         counts.erasures += 1
         self._emit(part, ERASURES, -1, str(ev["event_id"]).encode(), {
@@ -459,13 +461,11 @@ class ProfileEngine:
             "found": state is not None,
         })
 
-    def _erased_after(self, part: _Partition, p: int, profile: Ref, t: int) -> bool:
+    def _erased_after(self, part: _Partition, profile: Ref, t: int) -> bool:
         """Whether ``profile`` was erased at or after event time ``t`` (a late piece of the erased past)."""
-        marker = erased_key(profile, self.secret)
-        at = part.erased.get(marker)
-        if at is None:
-            data = self.store.raw(p, marker)
-            at = int(data) if data is not None else None
+        if not part.markers:  # markers are kept in memory: no store read on every new profile
+            return False
+        at = part.markers.get(erased_key(profile, self.secret))
         return at is not None and t <= at
 
     def _delete(self, part: _Partition, profile: Ref, rec: ProfileRecord, counts: Counts) -> None:
