@@ -36,11 +36,9 @@ the stage rather than skipping records.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +47,7 @@ from typing import Any
 import msgpack
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from pipeline.broker.delivery import DeliveryFailed, produce
+from pipeline.broker.delivery import produce
 from pipeline.contracts.errors import DecodeError
 from pipeline.identity.audit import merge_record, refusal_record
 from pipeline.identity.codec import (
@@ -66,9 +64,11 @@ from pipeline.identity.messages import Message as IdentityMessage
 from pipeline.identity.messages import Observe, Space
 from pipeline.identity.model import Limits, LinkEvent, MergeDecision, Ref, Refusal
 from pipeline.identity.state import IdentifierRecord, ProfileRecord
-from pipeline.identity.store import RocksRecordStore, commit_header, read_done_commits, restore_partitions
+from pipeline.identity.store import RocksRecordStore, read_done_commits, restore_partitions
 from pipeline.ingest.reasons import Reason
 from pipeline.metrics.identity import IdentityMetrics
+from pipeline.runtime.routing import announce_owner, poll_owners
+from pipeline.state.committer import ChangelogCommitter
 from pipeline.state.erasure import erasure_marker
 
 log = logging.getLogger(__name__)
@@ -165,10 +165,8 @@ class IdentityLoop:
         self._lock = threading.Lock()  # engine state: the loop vs lookups
         self._stop = threading.Event()
         self._pending = _Pending()
-        self._failures = 0
-        self._changelog_offsets: dict[int, int] = {}
-        self._writer = uuid.uuid4().hex[:16]  # this run of the stage, in changelog headers
-        self._seq = 0  # commits of this run
+        self._committer = ChangelogCommitter(self.store, config.changelog_topic, config.commits_topic,
+                                             metrics.delivery_failures.inc)
         self._record_counts: dict[tuple[int, Space], int] = {}
         self._erased: dict[int, dict[bytes, int]] = {}  # partition -> erasure marker -> request time
 
@@ -176,17 +174,6 @@ class IdentityLoop:
         self._stop.set()
 
     # ------------------------------------------------------------------ clients
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._failures += 1
-            self._metrics.delivery_failures.inc()
-            log.error("delivery failed on %s: %s", msg.topic(), err)
-        elif msg.topic() == self.config.changelog_topic:
-            p: int = msg.partition()  # type: ignore[assignment]
-            off: int = msg.offset()  # type: ignore[assignment]
-            if off > self._changelog_offsets.get(p, -1):
-                self._changelog_offsets[p] = off
-
     def _make_clients(self) -> tuple[Consumer, Producer, Consumer]:
         cfg = self.config
         consumer = Consumer({
@@ -211,7 +198,7 @@ class IdentityLoop:
             "queue.buffering.max.messages": 1000000,
             "partitioner": "murmur2_random",  # resolved events: the profile id's partition, as Java clients
             "acks": "all",
-            "on_delivery": self._on_delivery,
+            "on_delivery": self._committer.on_delivery,
         })
         owners = Consumer({
             **cfg.client,
@@ -244,9 +231,8 @@ class IdentityLoop:
                 self.engine.assign(p)
                 for space in Space:
                     self._record_counts[(p, space)] = self.store.count_space(p, space)
-            producer.produce(self.config.owners_topic, json.dumps(
-                {"partition": p, "url": self.config.advertised_url, "at": self._clock_ms()}).encode(),
-                str(p).encode())
+            cfg = self.config
+            announce_owner(producer, cfg.owners_topic, p, cfg.advertised_url, self._clock_ms())
             self.owners[p] = self.config.advertised_url
         producer.flush(10)
         self._update_gauges()
@@ -260,16 +246,6 @@ class IdentityLoop:
                 for space in Space:
                     self._record_counts.pop((p, space), None)
         self._update_gauges()
-
-    def _poll_owners(self, owners: Consumer) -> None:
-        for msg in owners.consume(num_messages=500, timeout=0):
-            if msg.error() is not None or msg.value() is None:
-                continue
-            try:
-                entry = json.loads(msg.value())  # type: ignore[arg-type]
-                self.owners[int(entry["partition"])] = str(entry["url"])
-            except (ValueError, KeyError, TypeError):
-                log.warning("ignoring a malformed record on %s", self.config.owners_topic)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
@@ -292,7 +268,7 @@ class IdentityLoop:
                     self._handle(batch)
                     self.stats.idle_since = None
                 producer.poll(0)
-                self._poll_owners(owners)
+                poll_owners(owners, self.config.owners_topic, self.owners)
                 now = time.monotonic()
                 if self._pending and (now - last_commit >= cfg.commit_interval_s or not batch):
                     self._commit(consumer, producer)
@@ -425,12 +401,6 @@ class IdentityLoop:
         self._metrics.dead_letters.labels(reason.value).inc()
 
     # ------------------------------------------------------------------ commit
-    def _flush(self, producer: Producer, what: str) -> None:
-        remaining = producer.flush(60)
-        if remaining or self._failures:
-            raise DeliveryFailed(f"{what}: {self._failures} records failed, {remaining} unacknowledged; "
-                                 "not committing, the stage stops and replays")
-
     def _commit(self, consumer: Consumer, producer: Producer) -> None:
         pending = self._pending
         if not pending:
@@ -452,7 +422,7 @@ class IdentityLoop:
                           refusal.ref.encode())
         for _reason, dead in pending.dead:
             produce(producer, cfg.dlq_topic, self._encode(cfg.dlq_subject, dead), dead["key"] or b"")
-        self._flush(producer, "outputs")
+        self._committer.flush(producer, "outputs")
         # 2. changed records: changelog first, then RocksDB at the changelog offset
         with self._lock:
             dirty = list(self.engine.take_dirty())
@@ -470,7 +440,7 @@ class IdentityLoop:
         for ref, at in pending.forget:
             produce(producer, cfg.forget_topic, forget_request("ref", ref, at), ref.encode(),
                     self.partition_of(ref))
-        self._flush(producer, "messages")
+        self._committer.flush(producer, "messages")
         # 4. inputs
         offsets = [TopicPartition(t, p, o) for (t, p), o in pending.offsets.items()]
         if offsets:
@@ -487,24 +457,8 @@ class IdentityLoop:
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
 
     def _persist(self, producer: Producer, by_partition: dict[int, list[tuple[bytes, bytes | None]]]) -> None:
-        """Changelog (tagged with this commit), then the commit's completion mark, then RocksDB.
-
-        A worker killed between the first and second step leaves part of a
-        commit on the changelog; restores skip it (``store.restore_partitions``).
-        """
-        if not by_partition:
-            return
-        cfg = self.config
-        self._seq += 1
-        headers = commit_header(self._writer, self._seq)
-        for p, items in by_partition.items():
-            for key, value in items:
-                produce(producer, cfg.changelog_topic, value, key, p, headers)
-        self._flush(producer, "changelog")
-        produce(producer, cfg.commits_topic, str(self._seq).encode(), self._writer.encode())
-        self._flush(producer, "commit mark")
-        for p, items in by_partition.items():
-            self.store.write(p, items, self._changelog_offsets[p])
+        """Changelog, completion mark, RocksDB (``state/committer.py``)."""
+        self._committer.persist(producer, by_partition)
 
     def _update_gauges(self) -> None:
         totals = dict.fromkeys(Space, 0)

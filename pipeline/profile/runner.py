@@ -20,11 +20,9 @@ Commit order (the engine's docstring says why it is exactly once):
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from pipeline.broker.delivery import DeliveryFailed, produce
+from pipeline.broker.delivery import produce
 from pipeline.contracts.errors import DecodeError
 from pipeline.identity.audit import MERGE
 from pipeline.identity.runner import INCARNATION_HEADER, forget_request
@@ -55,7 +53,9 @@ from pipeline.profile.engine import (
 )
 from pipeline.profile.limits import ProfileLimits
 from pipeline.profile.views import profile_json
-from pipeline.state.changelog import commit_header, read_done_commits, restore_partitions
+from pipeline.runtime.routing import announce_owner, poll_owners
+from pipeline.state.changelog import read_done_commits, restore_partitions
+from pipeline.state.committer import ChangelogCommitter
 from pipeline.state.partition_store import PartitionStore
 
 log = logging.getLogger(__name__)
@@ -126,26 +126,13 @@ class ProfileLoop:
         self._stop = threading.Event()
         self._dirty_since: float | None = None
         self._offsets: dict[tuple[str, int], int] = {}
-        self._failures = 0
-        self._changelog_offsets: dict[int, int] = {}
-        self._writer = uuid.uuid4().hex[:16]
-        self._seq = 0
+        self._committer = ChangelogCommitter(self.store, config.changelog_topic, config.commits_topic,
+                                             metrics.delivery_failures.inc)
 
     def stop(self) -> None:
         self._stop.set()
 
     # ------------------------------------------------------------------ clients
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._failures += 1
-            self._metrics.delivery_failures.inc()
-            log.error("delivery failed on %s: %s", msg.topic(), err)
-        elif msg.topic() == self.config.changelog_topic:
-            p: int = msg.partition()  # type: ignore[assignment]
-            off: int = msg.offset()  # type: ignore[assignment]
-            if off > self._changelog_offsets.get(p, -1):
-                self._changelog_offsets[p] = off
-
     def _make_clients(self) -> tuple[Consumer, Producer, Consumer]:
         cfg = self.config
         consumer = Consumer({
@@ -170,7 +157,7 @@ class ProfileLoop:
             "max.in.flight.requests.per.connection": 1,  # messages to a partition arrive in seq order
             "partitioner": "murmur2_random",  # erasure requests land on the profile id's identity partition
             "acks": "all",
-            "on_delivery": self._on_delivery,
+            "on_delivery": self._committer.on_delivery,
         })
         owners = Consumer({**cfg.client, "group.id": f"{cfg.group_id}-profile-owners",
                            "enable.auto.commit": False})
@@ -198,8 +185,7 @@ class ProfileLoop:
                 self.engine.assign(p)
         self._send_outbox(producer)  # what a previous owner persisted but may not have sent
         for p in numbers:
-            entry = {"partition": p, "url": cfg.advertised_url, "at": self._clock_ms()}
-            producer.produce(cfg.owners_topic, json.dumps(entry).encode(), str(p).encode())
+            announce_owner(producer, cfg.owners_topic, p, cfg.advertised_url, self._clock_ms())
             self.owners[p] = cfg.advertised_url
         producer.flush(10)
         self._update_gauges()
@@ -211,16 +197,6 @@ class ProfileLoop:
             for p in sorted({tp.partition for tp in partitions}):
                 self.engine.revoke(p)
         self._update_gauges()
-
-    def _poll_owners(self, owners: Consumer) -> None:
-        for msg in owners.consume(num_messages=500, timeout=0):
-            if msg.error() is not None or msg.value() is None:
-                continue
-            try:
-                entry = json.loads(msg.value())  # type: ignore[arg-type]
-                self.owners[int(entry["partition"])] = str(entry["url"])
-            except (ValueError, KeyError, TypeError):
-                log.warning("ignoring a malformed record on %s", self.config.owners_topic)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
@@ -243,7 +219,7 @@ class ProfileLoop:
                     self._handle(batch)
                     self.stats.idle_since = None
                 producer.poll(0)
-                self._poll_owners(owners)
+                poll_owners(owners, self.config.owners_topic, self.owners)
                 now = time.monotonic()
                 if self._offsets and (now - last_commit >= cfg.commit_interval_s or not batch):
                     self._commit(consumer, producer)
@@ -312,12 +288,6 @@ class ProfileLoop:
                          f"undecodable {topic} record: {type(exc).__name__}", msg.key(), value)
 
     # ------------------------------------------------------------------ commit
-    def _flush(self, producer: Producer, what: str) -> None:
-        remaining = producer.flush(60)
-        if remaining or self._failures:
-            raise DeliveryFailed(f"{what}: {self._failures} records failed, {remaining} unacknowledged; "
-                                 "not committing, the stage stops and replays")
-
     def _commit(self, consumer: Consumer, producer: Producer) -> None:
         if not self._offsets:
             return
@@ -341,22 +311,8 @@ class ProfileLoop:
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
 
     def _persist(self, producer: Producer, by_partition: dict[int, list[tuple[bytes, bytes | None]]]) -> None:
-        """Changelog (tagged with this commit), then its completion mark, then RocksDB."""
-        if not by_partition:
-            return
-        cfg = self.config
-        self._seq += 1
-        headers = commit_header(self._writer, self._seq)
-        n = 0
-        for p, items in by_partition.items():
-            for key, value in items:
-                produce(producer, cfg.changelog_topic, value, key, p, headers)
-                n += 1
-        self._flush(producer, "changelog")
-        produce(producer, cfg.commits_topic, str(self._seq).encode(), self._writer.encode())
-        self._flush(producer, "commit mark")
-        for p, items in by_partition.items():
-            self.store.write(p, items, self._changelog_offsets[p])
+        """Changelog, completion mark, RocksDB (``state/committer.py``)."""
+        n = self._committer.persist(producer, by_partition)
         self._metrics.changelog_records.inc(n)
         with self._lock:
             sizes, self.engine.written_sizes = self.engine.written_sizes, []
@@ -385,7 +341,7 @@ class ProfileLoop:
             elif entry.dest == DEAD:
                 produce(producer, cfg.dlq_topic,
                         self._encode(cfg.dlq_subject, {**entry.value, "dead_lettered_at": now}), entry.key)
-        self._flush(producer, "outbox")
+        self._committer.flush(producer, "outbox")
         with self._lock:
             self.engine.acknowledge(unsent)
         self.stats.erasures += erasures

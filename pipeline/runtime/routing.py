@@ -10,10 +10,15 @@ just lost answers 503, retry.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import aiohttp
+from confluent_kafka import Consumer, Producer
+
+log = logging.getLogger(__name__)
 
 ROUTED = "X-Omnipipe-Routed"
 NOT_OWNER = {"error": "this worker does not own the key's partition (moving); retry"}
@@ -54,3 +59,21 @@ class OwnerRouter:
             return await self._remote(url, path)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(f"owner of partition {partition} ({url}) did not answer: {exc}") from exc
+
+
+def announce_owner(producer: Producer, topic: str, partition: int, url: str, at_ms: int) -> None:
+    """This worker now owns ``partition``: one compacted record per partition."""
+    entry = {"partition": partition, "url": url, "at": at_ms}
+    producer.produce(topic, json.dumps(entry).encode(), str(partition).encode())
+
+
+def poll_owners(consumer: Consumer, topic: str, owners: dict[int, str]) -> None:
+    """Apply what the owners topic says since the last poll (non-blocking)."""
+    for msg in consumer.consume(num_messages=500, timeout=0):
+        if msg.error() is not None or msg.value() is None:
+            continue
+        try:
+            entry = json.loads(msg.value())  # type: ignore[arg-type]
+            owners[int(entry["partition"])] = str(entry["url"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed record on %s", topic)
