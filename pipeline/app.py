@@ -24,13 +24,14 @@ from pipeline.ingest.processor import IngestProcessor, IngestRules, SourceTopic
 from pipeline.ingest.runner import IngestConfig, IngestLoop
 from pipeline.metrics.identity import IdentityMetrics
 from pipeline.metrics.ingest import IngestMetrics
+from pipeline.metrics.nba import NbaMetrics
 from pipeline.metrics.profile import ProfileMetrics
 from pipeline.nba.catalogue import ActionCatalogue, load_action_catalogue
 from pipeline.profile.api import register_profile_api
 from pipeline.profile.runner import ProfileConfig, ProfileLoop
 from pipeline.runtime.stage_service import StageService
 from pipeline.settings import Settings
-from pipeline.topology.catalogue import CHANNELS, TopicCatalogue
+from pipeline.topology.catalogue import CHANNELS, Role, TopicCatalogue
 from pipeline.topology.identity_config import load_identity_limits
 from pipeline.topology.profile_config import load_profile_limits
 
@@ -131,9 +132,19 @@ def build_profile(
     catalogue: TopicCatalogue,
     codec: AvroCodec,
     registry: CollectorRegistry,
+    actions: ActionCatalogue | None = None,
     **overrides: Any,
 ) -> ProfileLoop:
+    """The profile stage; with ``actions`` it also decides next-best-actions and emits triggers."""
     resolved = catalogue["resolved"]
+    if actions is not None:
+        triggers = {t.channel: t for t in catalogue.by_role(Role.OUTPUT) if t.channel}
+        overrides.setdefault("actions", actions)
+        overrides.setdefault("triggers_topics", {ch: t.name for ch, t in triggers.items()})
+        overrides.setdefault("triggers_subject", next(iter(triggers.values())).avro_subject)
+        overrides.setdefault("models_topic", catalogue["nba_models"].name)
+        overrides.setdefault("stock_topic", catalogue["stock"].name)
+        overrides.setdefault("stock_subject", catalogue["stock"].avro_subject)
     if settings.local_broker and "consumer_overrides" not in overrides:
         overrides["consumer_overrides"] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
     config = ProfileConfig(
@@ -162,7 +173,8 @@ def build_profile(
         **overrides,
     )
     return ProfileLoop(config, codec.decode, codec.encode, PartitionMap(resolved.partitions),
-                       ProfileMetrics(registry))
+                       ProfileMetrics(registry),
+                       nba_metrics=NbaMetrics(registry, actions) if actions is not None else None)
 
 
 def build_app(
@@ -199,7 +211,7 @@ def build_app(
     register_dlq_summary(app, catalogue, codec)
     ingest = build_ingest(settings, catalogue, codec, registry)
     identity = build_identity(settings, catalogue, codec, registry)
-    profile = build_profile(settings, catalogue, codec, registry)
+    profile = build_profile(settings, catalogue, codec, registry, actions)
     hasher = PiiHasher(settings.hash_key())
     register_identity_lookup(app, identity, hasher)
     register_profile_api(app, profile, identity, hasher)

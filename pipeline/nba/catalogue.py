@@ -13,8 +13,10 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -85,6 +87,15 @@ class Trigger:
 
 
 @dataclass(frozen=True)
+class Prior:
+    """The configured logistic prior of an action: log-odds = intercept + channel bias + sum(w * feature)."""
+
+    intercept: float
+    weights: Mapping[str, float]
+    channel_bias: Mapping[str, float]
+
+
+@dataclass(frozen=True)
 class Action:
     name: str
     trigger: Trigger
@@ -95,6 +106,8 @@ class Action:
     expiry_ms: int
     template: str
     description: str = ""
+    prior: Prior = Prior(-2.0, {}, {})
+    cancel_on: frozenset[str] = frozenset()  # event types that withdraw a pending trigger of this action
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,8 @@ class Policy:
     quiet_channels: frozenset[str]
     holdout_fraction: float
     holdout_salt: str
+    attribution_window_ms: int = 7 * 86_400_000
+    default_timezone: str = "UTC"
 
 
 @dataclass(frozen=True)
@@ -120,8 +135,26 @@ class ActionCatalogue:
     actions: Mapping[str, Action]
     policy: Policy
 
-    def for_event(self, event_type: str) -> list[Action]:
-        return [a for a in self.actions.values() if event_type in a.trigger.events]
+    def for_event(self, event_type: str) -> tuple[Action, ...]:
+        return self._by_event.get(event_type, ())
+
+    @cached_property
+    def _by_event(self) -> dict[str, tuple[Action, ...]]:
+        return {e: tuple(a for a in self.actions.values() if e in a.trigger.events) for e in EVENT_TYPES}
+
+    def for_feed(self, feed: str) -> list[Action]:
+        return [a for a in self.actions.values() if a.trigger.kind == "feed" and a.trigger.name == feed]
+
+    @property
+    def timer_actions(self) -> list[Action]:
+        return [a for a in self.actions.values() if a.trigger.kind == "timer"]
+
+    @property
+    def cancelling_events(self) -> frozenset[str]:
+        out: frozenset[str] = frozenset()
+        for a in self.actions.values():
+            out |= a.cancel_on
+        return out
 
 
 class _Reader:
@@ -230,6 +263,27 @@ def _rules(r: _Reader, value: Any, where: str) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
+def _prior(r: _Reader, value: Any, where: str, channels: tuple[str, ...]) -> Prior:
+    if value is None:
+        return Prior(-2.0, {}, {})
+    doc = r.mapping(value, where, {"intercept", "weights", "channels"}, {"intercept"})
+    weights = r.mapping(doc.get("weights") or {}, f"{where}.weights", set(FEATURES))
+    bias = r.mapping(doc.get("channels") or {}, f"{where}.channels", set(channels))
+    return Prior(
+        r.number(doc["intercept"], f"{where}.intercept", -20.0, 20.0),
+        {f: r.number(w, f"{where}.weights.{f}", -100.0, 100.0) for f, w in weights.items()},
+        {c: r.number(b, f"{where}.channels.{c}", -20.0, 20.0) for c, b in bias.items()},
+    )
+
+
+def _events(r: _Reader, value: Any, where: str) -> frozenset[str]:
+    events = value if isinstance(value, list) else [] if value is None else [value]
+    unknown = [e for e in events if e not in EVENT_TYPES]
+    if unknown:
+        raise r.fail(where, f"unknown event types {unknown}; known: {sorted(EVENT_TYPES)}")
+    return frozenset(events)
+
+
 def _caps(r: _Reader, value: Any, where: str) -> Caps:
     doc = r.mapping(value or {}, where, {"day", "week"})
     caps = Caps(r.count(doc.get("day"), f"{where}.day"), r.count(doc.get("week"), f"{where}.week"))
@@ -254,8 +308,15 @@ def load_action_catalogue(path: Path | None = None) -> ActionCatalogue:
         e = r.mapping(entry, f"channels.{name}", {"cost", "caps"}, {"cost"})
         costs[name] = r.number(e["cost"], f"channels.{name}.cost")
         chan_caps[name] = _caps(r, e.get("caps"), f"channels.{name}.caps")
-    pol = r.mapping(doc["policy"], "policy", {"overall_caps", "quiet_hours", "holdout"},
+    pol = r.mapping(doc["policy"], "policy",
+                    {"overall_caps", "quiet_hours", "holdout", "attribution_window", "default_timezone"},
                     {"overall_caps", "quiet_hours", "holdout"})
+    default_tz = pol.get("default_timezone", "UTC")
+    try:
+        ZoneInfo(str(default_tz))
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise r.fail("policy.default_timezone",
+                     f"unknown time zone {default_tz!r} (IANA names: Europe/Paris)") from exc
     quiet = r.mapping(pol["quiet_hours"], "policy.quiet_hours", {"start", "end", "channels"},
                       {"start", "end", "channels"})
     holdout = r.mapping(pol["holdout"], "policy.holdout", {"fraction", "salt"}, {"fraction", "salt"})
@@ -270,16 +331,19 @@ def load_action_catalogue(path: Path | None = None) -> ActionCatalogue:
         quiet_channels=frozenset(r.channels(quiet["channels"], "policy.quiet_hours.channels")),
         holdout_fraction=r.number(holdout["fraction"], "policy.holdout.fraction", 0.0, 0.5),
         holdout_salt=holdout["salt"],
+        attribution_window_ms=r.duration(pol.get("attribution_window", "7d"), "policy.attribution_window"),
+        default_timezone=str(default_tz),
     )
     if not isinstance(doc["actions"], dict) or not doc["actions"]:
         raise r.fail("actions", "expected a non-empty mapping of action name -> definition")
     actions: dict[str, Action] = {}
-    keys = {"description", "trigger", "eligibility", "channels", "value", "cooldown", "expiry", "template"}
+    keys = {"description", "trigger", "eligibility", "channels", "value", "cooldown", "expiry", "template",
+            "propensity", "cancel_on"}
     for name, entry in doc["actions"].items():
         where = f"actions.{name}"
         if not re.fullmatch(r"[a-z][a-z0-9_]*", str(name)):
             raise r.fail(where, "action names are lower_snake_case (they go into trigger keys and metrics)")
-        e = r.mapping(entry, where, keys, keys - {"description", "eligibility"})
+        e = r.mapping(entry, where, keys, keys - {"description", "eligibility", "propensity", "cancel_on"})
         if not isinstance(e["template"], str) or not e["template"]:
             raise r.fail(f"{where}.template", "expected a template id")
         actions[name] = Action(
@@ -292,5 +356,7 @@ def load_action_catalogue(path: Path | None = None) -> ActionCatalogue:
             expiry_ms=r.duration(e["expiry"], f"{where}.expiry"),
             template=e["template"],
             description=str(e.get("description", "")),
+            prior=_prior(r, e.get("propensity"), f"{where}.propensity", r.channels(e["channels"], where)),
+            cancel_on=_events(r, e.get("cancel_on"), f"{where}.cancel_on"),
         )
     return ActionCatalogue(actions, policy)

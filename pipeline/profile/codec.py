@@ -48,7 +48,7 @@ def state_fields(s: ProfileState) -> list[Any]:
         s.events, s.first_seen, s.last_seen, s.identified_at, s.identifiers, s.channels, s.products,
         s.categories, s.cart, s.cart_changed_at, s.orders_online, s.orders_store, s.revenue,
         s.last_purchase_at, s.purchase_categories, s.purchase_times, s.returns, s.returned, s.registers,
-        s.consent, s.last_trigger, _pack_memo(s.memo), s.merged_from,
+        s.consent, s.last_trigger, _pack_memo(s.memo), s.merged_from, s.contacts,
     ]
 
 
@@ -62,6 +62,7 @@ def state_from_fields(f: list[Any]) -> ProfileState:
         registers={k: (v[0], v[1]) for k, v in f[18].items()},
         consent={k: (v[0], v[1]) for k, v in f[19].items()}, last_trigger=f[20], memo=_unpack_memo(f[21]),
         merged_from=f[22],
+        contacts={k: tuple(v) for k, v in f[23].items()} if len(f) > 23 else {},  # type: ignore[misc]
     )
 
 

@@ -47,6 +47,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pipeline.nba.decide import NbaCounts
+from pipeline.nba.decider import Decider
+from pipeline.nba.timers import due_times
 from pipeline.profile.codec import pack, state_fields, state_from_fields, unpack
 from pipeline.profile.fold import CONSENT, ERASED, ERASURE, REJECTED, Outcome, fold_event
 from pipeline.profile.limits import ProfileLimits
@@ -59,6 +62,8 @@ Incarnation = str
 PROFILE_PREFIX = b"p/"
 ERASED_PREFIX = b"e/"
 OUTBOX_PREFIX = b"o/"
+TIMER_PREFIX = b"t/"  # t/<due ms, 13 digits>/<profile>\0<action>: the timer index, ordered by due time
+VIEWED_PREFIX = b"v/"  # v/<sku>\0<profile>: who viewed a product recently (back-in-stock feed records)
 META_KEY = b"m/meta"
 
 # outbox destinations
@@ -66,6 +71,7 @@ MESSAGES = "messages"
 ERASURES = "erasures"
 DEAD = "dlq"
 FORGET = "forget"  # the identity stage is asked to forget the profile and every identifier it lists
+TRIGGERS = "triggers"  # [channel, Trigger record, occasion kind]: to triggers.<channel>
 
 # message kinds on profile.messages
 TRANSFER = "T"
@@ -86,6 +92,20 @@ def outbox_key(seq: int) -> bytes:
     return OUTBOX_PREFIX + b"%020d" % seq
 
 
+def timer_key(due: int, profile: Ref, action: str) -> bytes:
+    return TIMER_PREFIX + b"%013d/" % due + profile.encode() + b"\0" + action.encode()
+
+
+def viewed_key(sku: str, profile: Ref) -> bytes:
+    return VIEWED_PREFIX + sku.encode() + b"\0" + profile.encode()
+
+
+def parse_timer_key(key: bytes) -> tuple[int, Ref, str]:
+    due, _, rest = key[len(TIMER_PREFIX):].partition(b"/")
+    profile, _, action = rest.partition(b"\0")
+    return int(due), profile.decode(), action.decode()
+
+
 class RawStore(Protocol):
     def raw(self, partition: int, key: bytes) -> bytes | None: ...
 
@@ -94,21 +114,28 @@ class RawStore(Protocol):
 
 @dataclass(slots=True)
 class ProfileRecord:
-    """A profile id's live state (None: nothing live) and where its ended incarnations went."""
+    """A profile id's live state (None: nothing live), where its ended incarnations went, its timers.
+
+    ``timers``: action -> [armed due time or -1, basis of the last occurrence fired or -1];
+    ``viewed``: the products indexed under ``v/`` for this profile.
+    """
 
     state: ProfileState | None = None
     ended: dict[Incarnation, tuple[Ref, Incarnation]] = field(default_factory=dict)
+    timers: dict[str, list[int]] = field(default_factory=dict)
+    viewed: list[str] = field(default_factory=list)
 
 
 def encode_record(rec: ProfileRecord) -> bytes:
     return pack([{inc: list(to) for inc, to in rec.ended.items()},
-                 state_fields(rec.state) if rec.state is not None else None])
+                 state_fields(rec.state) if rec.state is not None else None, rec.timers, rec.viewed])
 
 
 def decode_record(data: bytes) -> ProfileRecord:
-    ended, fields = unpack(data)
+    ended, fields, *rest = unpack(data)
     return ProfileRecord(state_from_fields(fields) if fields is not None else None,
-                         {inc: (to[0], to[1]) for inc, to in ended.items()})
+                         {inc: (to[0], to[1]) for inc, to in ended.items()}, rest[0] if rest else {},
+                         rest[1] if len(rest) > 1 else [])
 
 
 @dataclass(slots=True)
@@ -157,6 +184,15 @@ def _dead_letter(topic: str, partition: int, offset: int, reason: str, detail: s
     return {"source_topic": topic, "source_partition": partition, "source_offset": offset,
             "source_timestamp": None, "reason": reason, "detail": detail[:500], "stage": "profile",
             "schema_id": None, "dead_lettered_at": 0, "key": key, "value": payload}
+
+
+def _drop_index(part: _Partition, profile: Ref, rec: ProfileRecord) -> None:
+    for action, (armed, _fired) in rec.timers.items():
+        if armed != -1:
+            part.index[timer_key(armed, profile, action)] = False
+    for sku in rec.viewed:
+        part.index[viewed_key(sku, profile)] = False
+    rec.timers, rec.viewed = {}, []
 
 
 def _touch(part: _Partition, profile: Ref) -> None:
@@ -217,6 +253,15 @@ class SkipIn:
     offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class FeedIn:
+    """A catalogue feed record (``catalogue.stock``): every owned partition applies it once."""
+
+    topic: str
+    offset: int
+    record: Mapping[str, Any]
+
+
 Input = EventIn | MergeIn | MessageIn | BadIn | SkipIn
 
 
@@ -231,6 +276,7 @@ class Counts:
     duplicate_messages: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)  # anomalies and rejections by Outcome
     dead_letters: dict[str, int] = field(default_factory=dict)  # by reason
+    nba: NbaCounts = field(default_factory=NbaCounts)
 
 
 @dataclass
@@ -242,6 +288,7 @@ class _Partition:
     sizes: dict[Ref, int] = field(default_factory=dict)  # stored bytes of the records read or written
     markers: dict[bytes, int] = field(default_factory=dict)  # every erasure marker -> erased at (rare)
     erased: dict[bytes, int] = field(default_factory=dict)  # markers written this commit -> erased at
+    index: dict[bytes, bool] = field(default_factory=dict)  # timer/viewed index keys to put (True) or delete
     new_outbox: list[OutboxEntry] = field(default_factory=list)
     unsent: dict[int, OutboxEntry] = field(default_factory=dict)  # durable, not yet acknowledged
     sent: set[int] = field(default_factory=set)  # acknowledged, key still to delete
@@ -254,8 +301,10 @@ class ProfileEngine:
     """Not thread-safe: the runner holds a lock around it (lookups read from the web thread)."""
 
     def __init__(self, limits: ProfileLimits, partition_of: Callable[[Ref], int], store: RawStore,
-                 clock_ms: Callable[[], int], max_cached: int = 100_000, secret: bytes = b"omnipipe") -> None:
+                 clock_ms: Callable[[], int], max_cached: int = 100_000, secret: bytes = b"omnipipe",
+                 decider: Decider | None = None) -> None:
         self.limits = limits
+        self.decider = decider
         self.partition_of = partition_of
         self.store = store
         self.clock_ms = clock_ms
@@ -388,6 +437,9 @@ class ProfileEngine:
             rec.state = state
             part.meta.live += 1
         _touch(part, profile)
+        if self.decider is not None:
+            for e in self.decider.after_event(profile, state, ev, self.clock_ms(), counts.nba):
+                self._emit(part, TRIGGERS, -1, profile.encode(), [e.channel, e.record, e.kind])
 
     def _merge(self, part: _Partition, p: int, source: Ref, s_inc: Incarnation, target: Ref,
                t_inc: Incarnation, counts: Counts) -> None:
@@ -400,6 +452,7 @@ class ProfileEngine:
         state, rec.state = rec.state, None
         if state is not None:
             part.meta.live -= 1
+        _drop_index(part, source, rec)
         _touch(part, source)
         self._send(part, p, [TRANSFER, 0, 0, target, t_inc, source, s_inc,
                              state_fields(state) if state is not None else None])
@@ -471,6 +524,7 @@ class ProfileEngine:
     def _delete(self, part: _Partition, profile: Ref, rec: ProfileRecord, counts: Counts) -> None:
         if rec.state is not None:
             part.meta.live -= 1
+        _drop_index(part, profile, rec)  # index keys name the profile: an erasure leaves none
         rec.state, rec.ended = None, {}
         part.records.pop(profile, None)
         part.deleted.add(profile)
@@ -485,6 +539,8 @@ class ProfileEngine:
             sizes, meta = part.sizes, part.meta
             for profile in sorted(part.dirty):
                 rec = part.records[profile]
+                if self.decider is not None and rec.state is not None:
+                    self._arm(part, profile, rec)
                 key = profile_key(profile)
                 value = encode_record(rec) if rec.state is not None or rec.ended else None
                 items.append((key, value))
@@ -496,6 +552,8 @@ class ProfileEngine:
             for profile in sorted(part.deleted):
                 items.append((profile_key(profile), None))
                 meta.stored_bytes -= sizes.pop(profile, 0)
+            items.extend((key, b"" if put else None) for key, put in sorted(part.index.items()))
+            part.index.clear()
             items.extend((marker, str(at).encode()) for marker, at in sorted(part.erased.items()))
             part.erased.clear()
             items.extend((outbox_key(seq), None) for seq in sorted(part.sent))
@@ -512,6 +570,112 @@ class ProfileEngine:
             if items:
                 out[p] = items
         return out
+
+    # ------------------------------------------------------------------ timers
+    def _arm(self, part: _Partition, profile: Ref, rec: ProfileRecord) -> None:
+        """Index a changed profile's timers; only an *earlier* due time costs an index write.
+
+        A later one (the cart touched again, another event before the silence
+        ends) keeps the armed entry: when it falls due, ``fire_timers``
+        recomputes and re-arms. So a busy profile costs no index churn.
+        """
+        assert self.decider is not None and rec.state is not None
+        for action, (due, basis) in due_times(rec.state, self.decider.catalogue).items():
+            armed, fired = rec.timers.get(action, (-1, -1))
+            if basis == fired or (armed != -1 and armed <= due):
+                continue
+            if armed != -1:
+                part.index[timer_key(armed, profile, action)] = False
+            part.index[timer_key(due, profile, action)] = True
+            rec.timers[action] = [due, fired]
+        if self.decider.feeds and (rec.viewed or rec.state.products):
+            now_viewed = set(rec.state.products)
+            was = set(rec.viewed)
+            if now_viewed != was:
+                for sku in was - now_viewed:
+                    part.index[viewed_key(sku, profile)] = False
+                for sku in now_viewed - was:
+                    part.index[viewed_key(sku, profile)] = True
+                rec.viewed = sorted(now_viewed)
+
+    def fire_timers(self, now: int, limit: int = 10_000) -> Counts:
+        """Decide for every timer due at ``now``: a range read of each partition's index, no profile scan.
+
+        Reads the index as last persisted: call it after ``take_changes`` was
+        persisted (the runner does, after each commit). What it changes
+        (decisions, re-armed or dropped entries) goes with the next commit.
+        """
+        counts = Counts()
+        if self.decider is None:
+            return counts
+        done = 0
+        for p, part in self._parts.items():
+            for key, _value in self.store.items(p, TIMER_PREFIX):
+                due, profile, action = parse_timer_key(key)
+                if due > now or done >= limit:
+                    break
+                if key in part.index:
+                    continue  # handled since the last commit
+                done += 1
+                part.index[key] = False
+                rec = self._get(part, p, profile)
+                entry = rec.timers.get(action)
+                if entry is None or entry[0] != due:
+                    continue  # a stale entry: the profile was re-armed, merged away or erased
+                entry[0] = -1
+                _touch(part, profile)
+                if rec.state is None or action not in self.decider.catalogue.actions:
+                    rec.timers.pop(action, None)
+                    continue
+                pending = due_times(rec.state, self.decider.catalogue).get(action)
+                if pending is None or pending[1] == entry[1]:
+                    continue  # the condition is gone, or this occurrence already fired
+                if pending[0] > now:  # the condition moved on (the cart was touched): re-arm
+                    entry[0] = pending[0]
+                    part.index[timer_key(pending[0], profile, action)] = True
+                    continue
+                entry[1] = pending[1]
+                for e in self.decider.on_timer(profile, rec.state, action, pending[0], pending[1],
+                                               self.clock_ms(), counts.nba):
+                    self._emit(part, TRIGGERS, -1, profile.encode(), [e.channel, e.record, e.kind])
+        return counts
+
+    # ------------------------------------------------------------------ feeds
+    def process_feed(self, item: FeedIn) -> Counts:
+        """A catalogue feed record, applied once to every owned partition (offsets kept in each meta).
+
+        Finds the profiles that viewed the product through the ``v/`` index
+        as last persisted (a view in the current commit interval is missed).
+        """
+        counts = Counts()
+        for p, part in self._parts.items():
+            offsets = part.meta.next_offset
+            if item.offset < offsets.get(item.topic, 0):
+                counts.skipped_replays += 1
+                continue
+            offsets[item.topic] = item.offset + 1
+            part.meta_dirty = True
+            if self.decider is None or not item.record.get("in_stock"):
+                continue
+            sku = str(item.record["sku"])
+            feed = {"id": item.record["feed_id"], "at": item.record["changed_at"], "sku": sku,
+                    "category": item.record.get("category")}
+            prefix = VIEWED_PREFIX + sku.encode() + b"\0"
+            for key, _value in self.store.items(p, prefix):
+                profile = key[len(prefix):].decode()
+                rec = self._get(part, p, profile)
+                if rec.state is None or sku not in rec.state.products:
+                    part.index[key] = False  # stale: lazily dropped
+                    continue
+                _touch(part, profile)
+                for e in self.decider.on_feed(profile, rec.state, "back_in_stock", feed, self.clock_ms(),
+                                              counts.nba):
+                    self._emit(part, TRIGGERS, -1, profile.encode(), [e.channel, e.record, e.kind])
+        return counts
+
+    def has_changes(self) -> bool:
+        return any(part.dirty or part.deleted or part.index or part.new_outbox or part.meta_dirty
+                   for part in self._parts.values())
 
     def unsent(self) -> list[tuple[int, OutboxEntry]]:
         """Durable outbox entries not yet acknowledged, in seq order per partition."""

@@ -17,6 +17,7 @@ class Caps:
     purchase_times: int = 16
     memo: int = 64
     merged_from: int = 128
+    contacts: int = 32
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ Commit order (the engine's docstring says why it is exactly once):
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -35,15 +36,21 @@ from pipeline.contracts.errors import DecodeError
 from pipeline.identity.audit import MERGE
 from pipeline.identity.runner import INCARNATION_HEADER, forget_request
 from pipeline.ingest.reasons import Reason
+from pipeline.metrics.nba import NbaMetrics
 from pipeline.metrics.profile import ProfileMetrics
+from pipeline.nba.catalogue import ActionCatalogue
+from pipeline.nba.decider import Decider
+from pipeline.nba.model import ModelError, ModelHolder, parse_models, priors
 from pipeline.profile.codec import ProfileCodecError, pack, unpack
 from pipeline.profile.engine import (
     DEAD,
     ERASURES,
     FORGET,
     MESSAGES,
+    TRIGGERS,
     BadIn,
     EventIn,
+    FeedIn,
     Input,
     MergeIn,
     MessageIn,
@@ -90,6 +97,14 @@ class ProfileConfig:
     max_cached_records: int = 100_000
     secret: bytes = b"omnipipe"  # keys the erased-profile markers (the PII hash key in a worker)
     consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
+    # next-best-action (None: the stage only keeps profiles)
+    actions: ActionCatalogue | None = None
+    triggers_topics: Mapping[str, str] = field(default_factory=dict)  # channel -> topic
+    triggers_subject: str = ""
+    models_topic: str = ""
+    stock_topic: str = ""
+    stock_subject: str = ""
+    timers_per_tick: int = 10_000
 
 
 @dataclass
@@ -109,7 +124,8 @@ class ProfileLoop:
 
     def __init__(self, config: ProfileConfig, decode: Decoder, encode: Encoder,
                  partition_of: Callable[[str], int], metrics: ProfileMetrics,
-                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 nba_metrics: NbaMetrics | None = None) -> None:
         self.config = config
         self._decode = decode
         self._encode = encode
@@ -117,8 +133,16 @@ class ProfileLoop:
         self._clock_ms = clock_ms
         self.partition_of = partition_of
         self.store = PartitionStore(config.state_dir)
+        self.models: ModelHolder | None = None
+        decider = None
+        if config.actions is not None:
+            self.models = ModelHolder(priors(config.actions))
+            decider = Decider(config.actions, self.models, config.limits.caps.contacts)
+        self._nba = nba_metrics
+        self._pending = False  # state changed outside the consumed inputs (timers, feed records)
         self.engine = ProfileEngine(config.limits, partition_of, self.store, clock_ms,
-                                    max_cached=config.max_cached_records, secret=config.secret)
+                                    max_cached=config.max_cached_records, secret=config.secret,
+                                    decider=decider)
         self.stats = ProfileStats()
         self.owners: dict[int, str] = {}
         self.assigned = threading.Event()
@@ -126,6 +150,7 @@ class ProfileLoop:
         self._stop = threading.Event()
         self._dirty_since: float | None = None
         self._offsets: dict[tuple[str, int], int] = {}
+        self._stock: Consumer | None = None
         self._committer = ChangelogCommitter(self.store, config.changelog_topic, config.commits_topic,
                                              metrics.delivery_failures.inc)
 
@@ -163,6 +188,19 @@ class ProfileLoop:
                            "enable.auto.commit": False})
         return consumer, producer, owners
 
+    def _make_side_consumers(self) -> tuple[Consumer | None, Consumer | None]:
+        """The models topic (read whole, latest wins) and the stock feed (positioned at assignment)."""
+        cfg = self.config
+        if cfg.actions is None:
+            return None, None
+        side = {**cfg.client, "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+        models = None
+        if cfg.models_topic:
+            models = Consumer({**side, "group.id": f"{cfg.group_id}-profile-models"})
+            models.assign([TopicPartition(cfg.models_topic, 0, -2)])
+        stock = Consumer({**side, "group.id": f"{cfg.group_id}-profile-stock"}) if cfg.stock_topic else None
+        return models, stock
+
     # ------------------------------------------------------------------ ownership
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition], producer: Producer) -> None:
         cfg = self.config
@@ -183,6 +221,10 @@ class ProfileLoop:
         with self._lock:
             for p in numbers:
                 self.engine.assign(p)
+            feed_from = min((self.engine.next_offset(cfg.stock_topic, p) for p in self.engine.partitions),
+                            default=None)
+        if self._stock is not None and feed_from is not None:
+            self._stock.assign([TopicPartition(cfg.stock_topic, 0, feed_from)])
         self._send_outbox(producer)  # what a previous owner persisted but may not have sent
         for p in numbers:
             announce_owner(producer, cfg.owners_topic, p, cfg.advertised_url, self._clock_ms())
@@ -202,6 +244,7 @@ class ProfileLoop:
     def run(self) -> None:
         cfg = self.config
         consumer, producer, owners = self._make_clients()
+        models, self._stock = self._make_side_consumers()
         closed = False
         try:
             md = owners.list_topics(cfg.owners_topic, timeout=10)
@@ -220,12 +263,20 @@ class ProfileLoop:
                     self.stats.idle_since = None
                 producer.poll(0)
                 poll_owners(owners, self.config.owners_topic, self.owners)
+                if models is not None:
+                    self._poll_models(models)
+                if self._stock is not None and self.engine.partitions:
+                    self._poll_stock(self._stock)
                 now = time.monotonic()
-                if self._offsets and (now - last_commit >= cfg.commit_interval_s or not batch):
+                if (self._offsets or self._pending) and (now - last_commit >= cfg.commit_interval_s
+                                                         or not batch):
                     self._commit(consumer, producer)
+                    self._fire_timers()
                     last_commit = time.monotonic()
-                elif not batch and not self._offsets and self.stats.idle_since is None:
-                    self.stats.idle_since = now
+                elif not batch and not self._offsets:
+                    self._fire_timers()
+                    if self.stats.idle_since is None and not self._pending:
+                        self.stats.idle_since = now
             self._commit(consumer, producer)
             consumer.close()
             closed = True
@@ -233,6 +284,9 @@ class ProfileLoop:
             if not closed:
                 consumer.close()
             owners.close()
+            for side in (models, self._stock):
+                if side is not None:
+                    side.close()
             producer.flush(5)
             self.store.close()
 
@@ -253,6 +307,8 @@ class ProfileLoop:
         with self._lock:
             counts = self.engine.process(inputs)
         self._metrics.add(counts)
+        if self._nba is not None:
+            self._nba.add(counts.nba)
         self.stats.consumed += len(inputs)
         self.stats.events += sum(1 for i in inputs if isinstance(i, EventIn))
         self.stats.folds += counts.folds
@@ -289,22 +345,24 @@ class ProfileLoop:
 
     # ------------------------------------------------------------------ commit
     def _commit(self, consumer: Consumer, producer: Producer) -> None:
-        if not self._offsets:
+        if not self._offsets and not self._pending:
             return
         started = time.perf_counter()
         with self._lock:
             changes = self.engine.take_changes()
+        self._pending = False
         self._persist(producer, changes)
         self._send_outbox(producer)
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
         self._offsets = {}
-        try:
-            consumer.commit(offsets=offsets, asynchronous=False)
-            self.stats.commits += 1
-            self._metrics.commits.inc()
-        except KafkaException as exc:
-            self._metrics.commit_failures.inc()
-            log.warning("offset commit failed; the records since are skipped when re-read: %s", exc)
+        self.stats.commits += 1
+        self._metrics.commits.inc()
+        if offsets:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                self._metrics.commit_failures.inc()
+                log.warning("offset commit failed; the records since are skipped when re-read: %s", exc)
         with self._lock:
             self.engine.trim()
         self._update_gauges()
@@ -327,6 +385,7 @@ class ProfileLoop:
             return
         now = self._clock_ms()
         erasures = 0
+        triggers: list[tuple[str, int]] = []
         for _p, entry in unsent:
             self._metrics.messages.labels(entry.dest).inc()
             if entry.dest == MESSAGES:
@@ -338,14 +397,74 @@ class ProfileLoop:
             elif entry.dest == FORGET:
                 profile, at = entry.value
                 produce(producer, cfg.forget_topic, forget_request("profile", profile, at), entry.key)
+            elif entry.dest == TRIGGERS:
+                channel, record, occasion = entry.value
+                produce(producer, cfg.triggers_topics[channel], self._encode(cfg.triggers_subject, record),
+                        entry.key)
+                if occasion != "cancel":
+                    triggers.append((occasion, record["source_event_time"]))
             elif entry.dest == DEAD:
                 produce(producer, cfg.dlq_topic,
                         self._encode(cfg.dlq_subject, {**entry.value, "dead_lettered_at": now}), entry.key)
         self._committer.flush(producer, "outbox")
+        if triggers and self._nba is not None:
+            sent = self._clock_ms()  # acknowledged by the broker: the senders can read them now
+            for occasion, at in triggers:
+                self._nba.latency.labels(occasion).observe(max(0, sent - at) / 1000)
         with self._lock:
             self.engine.acknowledge(unsent)
         self.stats.erasures += erasures
         self._metrics.erasures.inc(erasures)
+
+    # ------------------------------------------------------------------ timers, models, feed
+    def _fire_timers(self) -> None:
+        if self.config.actions is None or not self.engine.partitions:
+            return
+        with self._lock:
+            counts = self.engine.fire_timers(self._clock_ms(), self.config.timers_per_tick)
+        if counts.nba.timers_fired or counts.nba.decisions:
+            self._pending = True
+        if self._nba is not None:
+            self._nba.add(counts.nba)
+        self._pending = self._pending or self.engine.has_changes()
+
+    def _poll_models(self, consumer: Consumer) -> None:
+        for msg in consumer.consume(num_messages=10, timeout=0):
+            if msg.error() is not None or msg.value() is None or self.models is None:
+                continue
+            try:
+                doc = json.loads(msg.value())  # type: ignore[arg-type]
+                models = parse_models(doc, self.config.actions)  # type: ignore[arg-type]
+            except (ValueError, ModelError) as exc:
+                log.error("propensity models on %s offset %s rejected, keeping %s: %s",
+                          self.config.models_topic, msg.offset(), self.models.current.version, exc)
+                if self._nba is not None:
+                    self._nba.model_updates.labels("rejected").inc()
+                continue
+            self.models.swap(models)
+            log.info("propensity models %s swapped in", models.version)
+            if self._nba is not None:
+                self._nba.model_updates.labels("accepted").inc()
+                self._nba.model_swapped.set(time.time())
+
+    def _poll_stock(self, consumer: Consumer) -> None:
+        cfg = self.config
+        for msg in consumer.consume(num_messages=500, timeout=0):
+            if msg.error() is not None:
+                continue
+            try:
+                record = self._decode(msg.value(), cfg.stock_subject)  # type: ignore[arg-type]
+            except DecodeError as exc:
+                log.warning("undecodable record on %s offset %s skipped: %s", cfg.stock_topic, msg.offset(),
+                            exc.reason)
+                record = {"in_stock": False}
+            with self._lock:
+                counts = self.engine.process_feed(
+                    FeedIn(cfg.stock_topic, msg.offset(), record))  # type: ignore[arg-type]
+            self._pending = True
+            if self._nba is not None:
+                self._nba.feed_records.inc()
+                self._nba.add(counts.nba)
 
     def _update_gauges(self) -> None:
         with self._lock:

@@ -38,6 +38,9 @@ OTHER = "other"
 
 Register = tuple[int, Any]  # (event time, value)
 CartLine = tuple[int, int, str, int]  # (quantity, unit price in minor units, category, changed at)
+#: A next-best-action decision recorded on the profile (``pipeline/nba/contacts.py`` reads and writes it):
+#: (created at, send after, expires at, basis time, channel, action, flags)
+Contact = tuple[int, int, int, int, str, str, int]
 
 
 def new_channel_stats(t: int) -> list[int]:
@@ -71,6 +74,7 @@ class ProfileState:
     last_trigger: dict[str, int] = field(default_factory=dict)  # "action/CHANNEL" -> last sent
     memo: dict[int, int] = field(default_factory=dict)  # event id digest -> ingest time
     merged_from: dict[str, int] = field(default_factory=dict)  # profile id folded in -> when
+    contacts: dict[str, Contact] = field(default_factory=dict)  # trigger key -> decision (pipeline/nba)
 
 
 # ---------------------------------------------------------------------------- capped shapes
@@ -193,7 +197,17 @@ def merge(a: ProfileState, b: ProfileState, caps: Caps) -> ProfileState:
         last_trigger=_max_by(a.last_trigger, b.last_trigger, _ident),
         memo=newest(_max_by(a.memo, b.memo, _ident), caps.memo, by_time),
         merged_from=newest(_max_by(a.merged_from, b.merged_from, _ident), caps.merged_from, by_time),
+        contacts=newest(_merge_contacts(a.contacts, b.contacts), caps.contacts, by_first),
     )
+
+
+def _merge_contacts(a: Mapping[str, Contact], b: Mapping[str, Contact]) -> dict[str, Contact]:
+    """The same decision on both sides (a redelivered merge) keeps every outcome either side saw."""
+    out = dict(a)
+    for key, c in b.items():
+        mine = out.get(key)
+        out[key] = c if mine is None else (*mine[:6], mine[6] | c[6])
+    return out
 
 
 def _line_when(sku: str, line: CartLine) -> tuple[int, str]:

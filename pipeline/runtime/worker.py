@@ -6,6 +6,9 @@ import logging
 
 from pipeline.app import build_app
 from pipeline.contracts.codec import AvroCodec
+from pipeline.errors import TopologyError
+from pipeline.nba.catalogue import ActionCatalogue
+from pipeline.profile.limits import ProfileLimits
 from pipeline.runtime.cluster import cluster, load_topology, prepare_topics
 from pipeline.runtime.schemas import build_codec
 from pipeline.settings import Settings
@@ -20,8 +23,20 @@ def check_stage_configs(settings: Settings) -> None:
     from pipeline.topology.profile_config import load_profile_limits
 
     load_identity_limits(settings.identity_config_path)
-    load_profile_limits(settings.profile_config_path)
-    load_action_catalogue(settings.actions_config_path)
+    limits = load_profile_limits(settings.profile_config_path)
+    actions = load_action_catalogue(settings.actions_config_path)
+    check_contacts_cap(limits, actions, settings)
+
+
+def check_contacts_cap(limits: ProfileLimits, actions: ActionCatalogue, settings: Settings) -> None:
+    """Caps are counted over the contacts a profile keeps: it must keep at least a week's worth."""
+    weekly = [c.week for c in (actions.policy.overall, *actions.policy.channel_caps.values()) if c.week]
+    need = max(weekly, default=0)
+    if limits.caps.contacts < need:
+        raise TopologyError(
+            f"{settings.profile_config_path or 'topologies/profile.yaml'}: caps.contacts is "
+            f"{limits.caps.contacts} but {settings.actions_config_path or 'topologies/actions.yaml'} allows "
+            f"{need} contacts a week; raise caps.contacts to at least {need} so caps can be counted")
 
 
 def run_worker(settings: Settings) -> int:

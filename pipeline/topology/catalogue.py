@@ -27,6 +27,7 @@ CHANNELS = ("WEB", "APP", "POS", "CALLCENTER", "EMAIL", "PUSH", "SMS")
 class Role(StrEnum):
     INPUT = "input"
     CONTROL = "control"
+    FEED = "feed"  # reference data every worker reads whole (the product catalogue's stock changes)
     INTERNAL = "internal"
     OUTPUT = "output"
     AUDIT = "audit"

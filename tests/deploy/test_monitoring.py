@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -11,22 +12,37 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from pipeline.metrics.identity import IdentityMetrics
 from pipeline.metrics.ingest import IngestMetrics
+from pipeline.metrics.nba import NbaMetrics
 from pipeline.metrics.profile import ProfileMetrics
-from pipeline.metrics.scrape import parse
+from pipeline.metrics.scrape import Scrape, parse
+from pipeline.nba.catalogue import load_action_catalogue
+from pipeline.nba.decide import NbaCounts
 from pipeline.topology.catalogue import CHANNELS
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 _METRIC = re.compile(r"\b(omnipipe_[a-z0-9_]+)\b")
 _BY = re.compile(r"\bby \(([^)]*)\)")
+_SELECTOR = re.compile(r"\b(omnipipe_[a-z0-9_]+)\{([^}]*)\}")
+_MATCHER = re.compile(r'([a-z_][a-z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 _FUNCS_AND_LABELS = {"le", "instance", "job"}
 
 
-def _exported() -> tuple[set[str], set[str]]:
+def _scrape() -> Scrape:
     registry = CollectorRegistry()
     IngestMetrics(registry, CHANNELS)
     IdentityMetrics(registry)
     ProfileMetrics(registry)
-    scraped = parse(generate_latest(registry).decode())
+    actions = load_action_catalogue()
+    nba = NbaMetrics(registry, actions)
+    # the two NBA series whose labels are only known once they happen: one of each, as a decider counts them
+    action = next(a for a in actions.actions.values() if a.cancel_on)
+    nba.add(NbaCounts(deferred=Counter({action.channels[0]: 1}),
+                      cancellations=Counter({(action.name, min(action.cancel_on)): 1})))
+    return parse(generate_latest(registry).decode())
+
+
+def _exported() -> tuple[set[str], set[str]]:
+    scraped = _scrape()
     names = set(scraped.samples)
     labels = {k for series in scraped.samples.values() for key in series for k, _ in key}
     return names, labels
@@ -52,6 +68,29 @@ def test_every_grouping_label_exists() -> None:
     _, labels = _exported()
     grouped = {lab.strip() for e in _exprs() for group in _BY.findall(e) for lab in group.split(",")}
     assert grouped <= labels | _FUNCS_AND_LABELS, sorted(grouped - labels - _FUNCS_AND_LABELS)
+
+
+def test_every_label_matcher_names_an_exported_label_and_value() -> None:
+    samples = _scrape().samples
+    for expr in _exprs():
+        for metric, matchers in _SELECTOR.findall(expr):
+            exported: dict[str, set[str]] = {}
+            for key in samples.get(metric, {}):
+                for k, v in key:
+                    exported.setdefault(k, set()).add(v)
+            for label, op, value in _MATCHER.findall(matchers):
+                assert label in exported, f"{metric} has no label {label!r}: {expr}"
+                if op == "=":
+                    assert value in exported[label], f"{metric}: {label}={value!r} never exported: {expr}"
+
+
+def test_every_nba_metric_is_on_the_dashboard() -> None:
+    names, _ = _exported()
+    dash = json.loads((DEPLOY / "grafana" / "omnipipe-nba.json").read_text())
+    used = {m for p in dash["panels"] for t in p["targets"] for m in _METRIC.findall(t["expr"])}
+    nba = {n for n in names
+           if n.startswith("omnipipe_nba_") and not n.endswith(("_created", "_sum", "_count"))}
+    assert nba <= used, f"not on the NBA dashboard: {sorted(nba - used)}"
 
 
 def test_every_alert_has_a_runbook_section() -> None:

@@ -1,0 +1,178 @@
+"""Called by the profile engine after a fold, a due timer or a feed record: decisions, withdrawals, outcomes.
+
+Pure over plain data like ``decide``: it mutates the profile it is given
+(recorded contacts and their outcomes, as ``fold_event`` does) and returns
+the records to emit; the engine puts them in its outbox, so they leave
+exactly once with the state that produced them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.nba.catalogue import ActionCatalogue
+from pipeline.nba.decide import (
+    HOLDOUT_REASON,
+    TRIGGERED,
+    NbaCounts,
+    Occasion,
+    cancel_record,
+    decide,
+    record,
+    trigger_record,
+)
+from pipeline.nba.model import ModelHolder
+from pipeline.nba.policy import (
+    CANCELLED,
+    CLICKED,
+    CONVERTED,
+    DELIVERED,
+    FAILED,
+    HOLDOUT,
+    OPENED,
+    UNSUBSCRIBED,
+)
+from pipeline.profile.state import Contact, ProfileState
+
+OUTBOUND = frozenset({"EMAIL", "PUSH", "SMS"})
+PURCHASES = frozenset({"purchase", "store_purchase"})
+#: sender report (event type after the channel prefix) -> (contact flag, outcome label)
+REPORTS: dict[str, tuple[int, str]] = {
+    "delivered": (DELIVERED, "delivered"), "opened": (OPENED, "opened"), "clicked": (CLICKED, "clicked"),
+    "reply": (CLICKED, "clicked"), "unsubscribed": (UNSUBSCRIBED, "unsubscribed"),
+    "stop": (UNSUBSCRIBED, "unsubscribed"), "bounced": (FAILED, "failed"), "failed": (FAILED, "failed"),
+}
+OUTCOMES = ("delivered", "opened", "clicked", "unsubscribed", "failed")
+GROUPS = ("treated", "holdout")
+
+
+@dataclass(frozen=True, slots=True)
+class Emitted:
+    channel: str
+    record: dict[str, Any]  # an omnipipe.triggers.Trigger value
+    kind: str  # "event", "timer", "feed" or "cancel"
+
+
+def _group(contact: Contact) -> str:
+    return "holdout" if contact[6] & HOLDOUT else "treated"
+
+
+class Decider:
+    def __init__(self, catalogue: ActionCatalogue, models: ModelHolder, contacts_cap: int) -> None:
+        self.catalogue = catalogue
+        self.models = models
+        self.contacts_cap = contacts_cap
+        self._templates = {a.name: a.template for a in catalogue.actions.values()}
+        self.feeds = frozenset(a.trigger.name for a in catalogue.actions.values() if a.trigger.kind == "feed")
+
+    # ------------------------------------------------------------------ occasions
+    def after_event(self, profile: str, state: ProfileState, ev: Mapping[str, Any], clock: int,
+                    counts: NbaCounts) -> list[Emitted]:
+        """The event is already folded into ``state``."""
+        out: list[Emitted] = []
+        kind: str = ev["type"]
+        t: int = ev["event_time"]
+        channel = ev.get("channel")
+        if channel in OUTBOUND and state.contacts:
+            self._report(state, ev, kind[len(channel) + 1:], counts)
+            if kind[len(channel) + 1:] in ("unsubscribed", "stop"):
+                out += self._withdraw(profile, state, t, clock, counts, channel=channel,
+                                      why=f"{channel} opt-out at {t}")
+        if kind in PURCHASES and state.contacts:
+            self._convert(state, t, counts)
+        if kind == "consent_change" and ev.get("consent_granted") is False and state.contacts and (
+                ev.get("consent_purpose") or "marketing") == "marketing":
+            out += self._withdraw(profile, state, t, clock, counts, channel=ev.get("consent_channel"),
+                                  why=f"consent withdrawn at {t}")
+        if kind in self.catalogue.cancelling_events and state.contacts:
+            out += self._withdraw(profile, state, t, clock, counts, cancel_on=kind, why=f"{kind} at {t}")
+        actions = self.catalogue.for_event(kind)
+        if actions:
+            out += self._decide(profile, state, Occasion("event", str(ev["event_id"]), t, t, actions, ev),
+                                clock, counts)
+        return out
+
+    def on_timer(self, profile: str, state: ProfileState, action: str, due: int, basis: int, clock: int,
+                 counts: NbaCounts) -> list[Emitted]:
+        counts.timers_fired += 1
+        occasion = Occasion("timer", f"{profile}@{basis}", due, basis, (self.catalogue.actions[action],))
+        return self._decide(profile, state, occasion, clock, counts)
+
+    def on_feed(self, profile: str, state: ProfileState, feed: str, feed_record: Mapping[str, Any],
+                clock: int, counts: NbaCounts) -> list[Emitted]:
+        actions = tuple(self.catalogue.for_feed(feed))
+        at = int(feed_record["at"])
+        occasion = Occasion("feed", f"{feed_record['id']}|{profile}", at, at, actions, feed_record)
+        return self._decide(profile, state, occasion, clock, counts) if actions else []
+
+    def _decide(self, profile: str, state: ProfileState, occasion: Occasion, clock: int,
+                counts: NbaCounts) -> list[Emitted]:
+        now = max(occasion.at, clock)
+        d = decide(profile, state, occasion, now, self.catalogue, self.models.current)
+        counts.decisions[d.outcome] += 1
+        if d.reason is not None:
+            counts.suppressions[d.reason] += 1
+        if d.outcome != TRIGGERED and d.reason != HOLDOUT_REASON:
+            return []
+        c = d.candidate
+        assert c is not None
+        record(state, d, occasion, now, self.contacts_cap)
+        counts.recorded[(c.action.name, c.channel, "holdout" if d.reason else "treated")] += 1
+        if d.reason == HOLDOUT_REASON:
+            return []
+        counts.triggers[(c.action.name, c.channel)] += 1
+        if d.deferred:
+            counts.deferred[c.channel] += 1
+        return [Emitted(c.channel, trigger_record(profile, state, d, occasion, now), occasion.kind)]
+
+    # ------------------------------------------------------------------ outcomes and withdrawals
+    def _report(self, state: ProfileState, ev: Mapping[str, Any], report: str, counts: NbaCounts) -> None:
+        key = ev.get("trigger_key")
+        found = REPORTS.get(report)
+        if not key or found is None:
+            return
+        contact = state.contacts.get(str(key))
+        flag, label = found
+        if contact is None or contact[6] & flag:
+            return  # not ours (or aged out), or this outcome is already counted
+        state.contacts[str(key)] = (*contact[:6], contact[6] | flag)
+        counts.outcomes[(contact[5], contact[4], label)] += 1
+
+    def _convert(self, state: ProfileState, t: int, counts: NbaCounts) -> None:
+        """Last touch: the latest trigger (or holdout decision) within the window before the purchase."""
+        window = self.catalogue.policy.attribution_window_ms
+        best: tuple[int, str] | None = None
+        for key, c in state.contacts.items():
+            if c[6] & (CANCELLED | CONVERTED):
+                continue
+            start = c[0] if c[6] & HOLDOUT else c[1]
+            if start <= t < start + window and (best is None or (start, key) > best):
+                best = (start, key)
+        if best is None:
+            return
+        c = state.contacts[best[1]]
+        state.contacts[best[1]] = (*c[:6], c[6] | CONVERTED)
+        counts.conversions[(c[5], c[4], _group(c))] += 1
+
+    def _withdraw(self, profile: str, state: ProfileState, t: int, clock: int, counts: NbaCounts, *,
+                  channel: str | None = None, cancel_on: str | None = None, why: str) -> list[Emitted]:
+        """Cancellation records for triggers sent but not expired that ``t``'s event makes wrong."""
+        out: list[Emitted] = []
+        actions = self.catalogue.actions
+        for key, c in sorted(state.contacts.items()):
+            _created, _send_after, expires, basis, ch, action, flags = c
+            if flags & (CANCELLED | HOLDOUT) or t >= expires:
+                continue
+            if channel is not None and ch != channel:
+                continue
+            if cancel_on is not None:
+                a = actions.get(action)
+                if a is None or cancel_on not in a.cancel_on or basis > t:
+                    continue  # a newer occurrence (a cart started after this purchase) stays
+            state.contacts[key] = (*c[:6], flags | CANCELLED)
+            counts.cancellations[(action, "opt_out" if channel is not None else cancel_on or "")] += 1
+            out.append(Emitted(ch, cancel_record(profile, state, key, c, why, max(t, clock),
+                                                 self._templates.get(action, "")), "cancel"))
+        return out
