@@ -169,6 +169,7 @@ def build_profile(
         advertised_url=settings.advertised_url,
         batch_size=settings.profile_batch_size,
         commit_interval_s=settings.profile_commit_interval_s,
+        decision_clock=settings.nba_clock,
         secret=settings.hash_key(),
         **overrides,
     )

@@ -30,6 +30,30 @@ class Scrape:
         return dict(out)
 
 
+    def quantile(self, name: str, q: float, **labels: str) -> float | None:
+        """``histogram_quantile`` over a histogram's cumulative buckets (linear within a bucket)."""
+        want = set(labels.items())
+        buckets: dict[float, float] = defaultdict(float)
+        for k, v in self.samples.get(f"{name}_bucket", {}).items():
+            if want <= set(k):
+                buckets[float(dict(k)["le"])] += v
+        if not buckets:
+            return None
+        bounds = sorted(buckets)
+        total = buckets[bounds[-1]]
+        if total <= 0:
+            return None
+        rank, lower, below = q * total, 0.0, 0.0
+        for bound in bounds:
+            count = buckets[bound]
+            if count >= rank:
+                if bound == float("inf"):
+                    return lower
+                return lower + (bound - lower) * (rank - below) / max(count - below, 1e-12)
+            lower, below = bound, count
+        return bounds[-1]
+
+
 def parse(text: str) -> Scrape:
     result = Scrape()
     for family in text_string_to_metric_families(text):

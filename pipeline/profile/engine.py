@@ -311,6 +311,7 @@ class ProfileEngine:
         self.max_cached = max_cached
         self.secret = secret
         self._parts: dict[int, _Partition] = {}
+        self.stream_time = 0  # the newest event time seen (the decision clock when replaying history)
         self.written_sizes: list[int] = []  # record sizes written since the runner last took them
 
     # ------------------------------------------------------------------ ownership
@@ -398,6 +399,9 @@ class ProfileEngine:
         return counts
 
     def _event(self, part: _Partition, p: int, item: EventIn, counts: Counts) -> None:
+        t = item.event["event_time"]
+        if t > self.stream_time:
+            self.stream_time = t
         rec = self._get(part, p, item.profile)
         end = rec.ended.get(item.incarnation)
         if end is not None:

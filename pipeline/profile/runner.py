@@ -105,6 +105,7 @@ class ProfileConfig:
     stock_topic: str = ""
     stock_subject: str = ""
     timers_per_tick: int = 10_000
+    decision_clock: str = "wall"  # or "event": stream time (the newest event time seen), for replays
 
 
 @dataclass
@@ -140,7 +141,9 @@ class ProfileLoop:
             decider = Decider(config.actions, self.models, config.limits.caps.contacts)
         self._nba = nba_metrics
         self._pending = False  # state changed outside the consumed inputs (timers, feed records)
-        self.engine = ProfileEngine(config.limits, partition_of, self.store, clock_ms,
+        decide_at = clock_ms if config.decision_clock == "wall" else self._stream_time
+        self._decision_ms = decide_at
+        self.engine = ProfileEngine(config.limits, partition_of, self.store, decide_at,
                                     max_cached=config.max_cached_records, secret=config.secret,
                                     decider=decider)
         self.stats = ProfileStats()
@@ -153,6 +156,9 @@ class ProfileLoop:
         self._stock: Consumer | None = None
         self._committer = ChangelogCommitter(self.store, config.changelog_topic, config.commits_topic,
                                              metrics.delivery_failures.inc)
+
+    def _stream_time(self) -> int:
+        return self.engine.stream_time
 
     def stop(self) -> None:
         self._stop.set()
@@ -421,7 +427,7 @@ class ProfileLoop:
         if self.config.actions is None or not self.engine.partitions:
             return
         with self._lock:
-            counts = self.engine.fire_timers(self._clock_ms(), self.config.timers_per_tick)
+            counts = self.engine.fire_timers(self._decision_ms(), self.config.timers_per_tick)
         if counts.nba.timers_fired or counts.nba.decisions:
             self._pending = True
         if self._nba is not None:

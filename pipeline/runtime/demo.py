@@ -24,7 +24,7 @@ from pipeline.runtime.cluster import cluster, load_topology, prepare_topics
 from pipeline.runtime.simulate_cmd import SimulationRun, start_simulation
 from pipeline.settings import Settings
 from pipeline.simulate.journeys import EXPECTED_EVENTS_PER_CUSTOMER
-from pipeline.topology.catalogue import TopicCatalogue
+from pipeline.topology.catalogue import Role, TopicCatalogue
 
 CHANNEL_COLUMNS = ("web", "app", "pos", "callcenter", "email", "push", "sms", "control")
 
@@ -45,6 +45,7 @@ def _worker_env(settings: Settings, port: int) -> dict[str, str]:
         "OMNIPIPE_WEB_PORT": str(port),
         "OMNIPIPE_DATA_DIR": str(settings.data_dir),
         "OMNIPIPE_LOG_LEVEL": "WARNING",
+        "OMNIPIPE_NBA_CLOCK": "event",  # the simulation replays history: decide at its time, not today's
     })
     return env
 
@@ -145,6 +146,41 @@ def _print_profiles(final: Scrape, base_url: str, truth: Path) -> None:
           f"{person.purchases} purchases")
 
 
+def _print_triggers(final: Scrape, counts: dict[str, int], wall_clock: bool = False) -> None:
+    """Next-best-action: triggers by action and channel, why the others sent nothing, outcomes, latency."""
+    triggers: dict[tuple[str, str], float] = {}
+    for labels, v in final.samples.get("omnipipe_nba_triggers_total", {}).items():
+        d = dict(labels)
+        if v:
+            triggers[(d["action"], d["channel"])] = v
+    decisions = final.by_label("omnipipe_nba_decisions_total", "outcome")
+    print(f"  next-best-action: {sum(decisions.values()):.0f} decisions ("
+          + ", ".join(f"{k}={v:.0f}" for k, v in sorted(decisions.items())) + f"), "
+          f"{final.value('omnipipe_nba_timers_fired_total'):.0f} timers fired")
+    channels = sorted({c for _a, c in triggers})
+    print(f"    {'triggers':<22}" + "".join(f"{c:>8}" for c in channels))
+    for action in sorted({a for a, _c in triggers}):
+        print(f"    {action:<22}" + "".join(f"{triggers.get((action, c), 0):>8.0f}" for c in channels))
+    suppressed = final.by_label("omnipipe_nba_suppressions_total", "reason")
+    print("    suppressed by reason: " + ", ".join(f"{r}={v:.0f}" for r, v in sorted(suppressed.items(),
+                                                                                    key=lambda kv: -kv[1])))
+    deferred = final.by_label("omnipipe_nba_quiet_hours_deferred_total", "channel")
+    cancelled = final.by_label("omnipipe_nba_cancellations_total", "cause")
+    moved = ", ".join(f"{c}={v:.0f}" for c, v in sorted(deferred.items())) or "none"
+    withdrawn = ", ".join(f"{c}={v:.0f}" for c, v in sorted(cancelled.items())) or "none"
+    print(f"    quiet hours moved send_after: {moved}; withdrawn: {withdrawn}")
+    recorded = final.by_label("omnipipe_nba_decisions_recorded_total", "group")
+    converted = final.by_label("omnipipe_nba_conversions_total", "group")
+    print("    attribution: " + ", ".join(
+        f"{g} {converted.get(g, 0):.0f}/{recorded.get(g, 0):.0f} converted" for g in ("treated", "holdout")))
+    for occasion in ("event", "timer") if wall_clock else ():
+        p50 = final.quantile("omnipipe_nba_event_to_trigger_seconds", 0.5, occasion=occasion)
+        p99 = final.quantile("omnipipe_nba_event_to_trigger_seconds", 0.99, occasion=occasion)
+        if p50 is not None and p99 is not None:
+            print(f"    {occasion} to trigger: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+    print("  on the broker: " + ", ".join(f"{name}={n}" for name, n in sorted(counts.items())))
+
+
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     catalogue = load_topology(settings)
     stop = threading.Event()
@@ -222,6 +258,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                     print(f"  on the broker: {name}={count_records(client, name, idle_s=1.0)}")
                 _print_evaluation(resolved, catalogue, log_dir / "truth.jsonl")
                 _print_profiles(final, url.rsplit("/", 1)[0], log_dir / "truth.jsonl")
+                _print_triggers(final, {t.name: count_records(client, t.name, idle_s=1.0)
+                                        for t in catalogue.by_role(Role.OUTPUT)})
                 print(f"  ground truth written to {log_dir / 'truth.jsonl'}")
             finally:
                 if worker.poll() is None:

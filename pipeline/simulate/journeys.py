@@ -327,6 +327,7 @@ class Person:
     push_ready: list[str] = field(default_factory=list)  # devices that reported a push token
     cart: list[Record] = field(default_factory=list)
     card_registered: bool = False
+    consent_synced: bool = False  # the account's marketing choices were published (first login)
     email_ok: bool = True
     sms_ok: bool = True
     push_ok: bool = True
@@ -625,6 +626,7 @@ def _web_session(s: _Session, cookie: str | None = None, landing: str | None = N
         else:
             s.web(_ids(customer_id=p.customer_id, anonymous_id=cookie), "LOGIN", url=base + "/login")
         p.logged_cookies.add(cookie)
+        _sync_consent(s)
         return p.customer_id
 
     for i in range(n_views):
@@ -715,11 +717,14 @@ def _app_session(s: _Session, device: str | None = None, force_login: bool = Fal
     s.app(_ids(customer_id=cust, device_id=device), "APP_OPEN", push_token=token, push_enabled=enabled)
     if enabled and device not in p.push_ready:
         p.push_ready.append(device)
+        s.privacy(_ids(customer_id=cust, device_id=device), "CONSENT_CHANGE", channel="PUSH",
+                  purpose="marketing", granted=True, source="push_opt_in")
     if p.customer_id and cust is None and (force_login or shared or rng.random() < 0.6):
         s.wait(5 * SEC_MS, 60 * SEC_MS)
         cust = p.customer_id
         s.app(_ids(customer_id=cust, device_id=device), "LOGIN")
         p.logged_devices.add(device)
+        _sync_consent(s)
     for _ in range(_rint(rng, 1, 4)):
         s.wait(5 * SEC_MS, 90 * SEC_MS)
         if rng.random() < 0.2:
@@ -892,6 +897,20 @@ def _sms_session(s: _Session) -> None:
         s.privacy(_ids(phone=p.phone), "CONSENT_CHANGE", channel="SMS", purpose="marketing",
                   granted=False, source="sms_stop")
         p.sms_ok = False
+
+
+def _sync_consent(s: _Session) -> None:
+    """The account's marketing choices (taken at sign-up), published by the CRM at the first login."""
+    p = s.p
+    if p.consent_synced or not p.customer_id:
+        return
+    p.consent_synced = True
+    if p.email:
+        s.privacy(_ids(customer_id=p.customer_id, email=p.email), "CONSENT_CHANGE", channel="EMAIL",
+                  purpose="marketing", granted=p.email_ok, source="account")
+    if p.phone:
+        s.privacy(_ids(customer_id=p.customer_id, phone=p.phone), "CONSENT_CHANGE", channel="SMS",
+                  purpose="marketing", granted=p.sms_ok, source="account")
 
 
 def _prefs_session(s: _Session) -> None:

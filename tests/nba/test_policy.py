@@ -33,7 +33,6 @@ from pipeline.nba.policy import (
 from pipeline.profile.state import Contact
 
 POLICY = load_action_catalogue().policy
-UTC = dt.timezone.utc
 MIN_MS = 60_000
 HOUR_MS = 60 * MIN_MS
 
@@ -131,7 +130,7 @@ def test_next_allowed_ends_at_local_eight_oclock(zt: tuple[str, int]) -> None:
     # fall back (2024-10-27 02:00 BST -> 01:00 GMT)
     (ms(2024, 10, 26, 21, 30), ms(2024, 10, 27, 8, 0)),
 ])
-def test_london_evening_before_a_dst_change_goes_to_eight_local_next_morning(evening: int, morning: int) -> None:
+def test_london_evening_before_a_dst_change_goes_to_eight_next_morning(evening: int, morning: int) -> None:
     tz = "Europe/London"
     assert (local(evening, tz).hour, local(evening, tz).minute) == (22, 30)
     assert next_allowed(evening, tz, POLICY) == morning
@@ -172,7 +171,8 @@ def test_a_zone_directory_name_falls_back_too() -> None:
 
 # ------------------------------------------------------------------------------------------ is_quiet
 @pytest.mark.parametrize(("hour", "minute", "quiet"), [
-    (20, 59, False), (21, 0, True), (23, 59, True), (0, 0, True), (7, 59, True), (8, 0, False), (12, 0, False),
+    (20, 59, False), (21, 0, True), (23, 59, True), (0, 0, True), (7, 59, True), (8, 0, False),
+    (12, 0, False),
 ])
 def test_is_quiet_boundaries(hour: int, minute: int, quiet: bool) -> None:
     for tz in ("Europe/London", "Australia/Lord_Howe", "America/St_Johns"):
@@ -229,8 +229,9 @@ def test_a_quiet_end_inside_a_dst_gap_gives_the_first_allowed_minute() -> None:
 
 
 @pytest.mark.xfail(strict=True,
-                   reason="next_allowed: a quiet end inside a repeated (fall-back) hour is only tried with "
-                          "fold=0; from the second pass it steps a whole hour (02:30 GMT instead of 01:30 GMT)")
+                   reason="next_allowed: a quiet end inside a repeated (fall-back) hour is only tried "
+                          "with fold=0; from the second pass it steps a whole hour (02:30 GMT instead of "
+                          "01:30 GMT)")
 def test_a_quiet_end_inside_a_repeated_hour_gives_the_first_allowed_minute() -> None:
     # London 2024-10-27: 02:00 BST falls back to 01:00 GMT, so 01:00-02:00 local happens twice
     fold = replace(POLICY, quiet_start_min=30, quiet_end_min=90)
@@ -383,6 +384,7 @@ policies = st.one_of(
     st.builds(lambda o, e, p, s: replace(POLICY, overall=o, channel_caps={"EMAIL": e, "PUSH": p, "SMS": s}),
               caps, caps, caps, caps),
 )
+Attempt = tuple[int, str, int]
 attempts = st.lists(
     st.tuples(st.integers(0, 21 * DAY_MS // MIN_MS), st.sampled_from(("EMAIL", "PUSH", "SMS")),
               st.sampled_from((0, 0, 0, DELIVERED, DELIVERED | OPENED | CLICKED, HOLDOUT, CANCELLED,
@@ -393,7 +395,7 @@ attempts = st.lists(
 
 @settings(max_examples=250)
 @given(policies, attempts)
-def test_greedy_contacts_never_exceed_a_rolling_cap(policy: Policy, tries: list[tuple[int, str, int]]) -> None:
+def test_greedy_contacts_never_exceed_a_rolling_cap(policy: Policy, tries: list[Attempt]) -> None:
     contacts: list[Contact] = []
     for minute, channel, flags in tries:
         s = T0 + minute * MIN_MS
