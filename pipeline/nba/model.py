@@ -91,9 +91,12 @@ def priors(catalogue: ActionCatalogue) -> ModelSet:
 
 
 def _finite(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-            or abs(value) > 1e6:
-        raise ModelError(f"{where}: expected a finite number, got {value!r}")
+    try:
+        ok = not isinstance(value, bool) and isinstance(value, int | float) and abs(float(value)) <= 1e6
+    except OverflowError:  # an int too large for a float
+        ok = False
+    if not ok or not math.isfinite(value):
+        raise ModelError(f"{where}: expected a finite number, got {repr(value)[:40]}")
     return float(value)
 
 
@@ -107,7 +110,8 @@ def parse_models(doc: Any, catalogue: ActionCatalogue, base: ModelSet | None = N
     version = doc.get("version")
     if not isinstance(version, str) or not version or len(version) > 64:
         raise ModelError("version: a non-empty name of at most 64 characters")
-    if doc.get("kind", "logistic") not in MODEL_KINDS:
+    kind = doc.get("kind", "logistic")
+    if not isinstance(kind, str) or kind not in MODEL_KINDS:
         raise ModelError(f"kind: {doc.get('kind')!r} is not one of {sorted(MODEL_KINDS)}")
     entries = doc.get("models")
     if not isinstance(entries, dict) or not entries:
@@ -123,7 +127,7 @@ def parse_models(doc: Any, catalogue: ActionCatalogue, base: ModelSet | None = N
         weights = entry.get("weights") or {}
         if not isinstance(weights, dict):
             raise ModelError(f"models.{pair}.weights: expected a mapping feature -> weight")
-        bad = sorted(set(weights) - set(FEATURES))
+        bad = sorted(str(f) for f in set(weights) - set(FEATURES))
         if bad:
             raise ModelError(f"models.{pair}.weights: unknown features {bad}")
         models[(action, channel)] = Logistic(

@@ -36,7 +36,7 @@ def zone(name: str | None, default: str) -> ZoneInfo:
     if name:
         try:
             return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name that is a directory
             pass
     return ZoneInfo(default)
 
@@ -70,13 +70,26 @@ def next_allowed(t_ms: int, tz: str | None, policy: Policy) -> int:
     day = local.date()
     if policy.quiet_start_min > end and minute >= policy.quiet_start_min:
         day += dt.timedelta(days=1)  # evening: the quiet hours end tomorrow morning
-    for _ in range(3):  # a DST gap can swallow the end time: step to the next allowed local minute
-        wall = dt.datetime.combine(day, dt.time(end // 60, end % 60), tzinfo=z)
+    candidates = []
+    for fold in (0, 1):  # a repeated (fall-back) hour has the end time twice
+        wall = dt.datetime.combine(day, dt.time(end // 60, end % 60, fold=fold), tzinfo=z)
         out = int(wall.timestamp() * 1000)
         if out > t_ms and not is_quiet(out, tz, policy):
-            return out
-        end += 60
-    return t_ms + DAY_MS  # unreachable with a sane policy; never earlier than asked
+            candidates.append(out)
+    if not candidates:  # the end time fell into a DST gap: the first allowed minute after it
+        out = t_ms - t_ms % 60_000
+        for _ in range(3 * 24 * 60):
+            out += 60_000
+            if not is_quiet(out, tz, policy):
+                return out
+        return t_ms + DAY_MS  # unreachable with a sane policy; never earlier than asked
+    best = min(candidates)
+    for _ in range(180):  # a DST change may have opened allowed minutes before the local end time
+        earlier = best - 60_000
+        if earlier <= t_ms or is_quiet(earlier, tz, policy):
+            break
+        best = earlier
+    return best
 
 
 def in_holdout(profile_id: str, policy: Policy) -> bool:

@@ -214,18 +214,11 @@ def test_one_bad_pair_rejects_the_whole_document() -> None:
         parse_models(doc, CAT)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="parse_models tests `kind in MODEL_KINDS` (a set): an unhashable kind from a "
-                          "JSON document raises TypeError, which the runner's (ValueError, ModelError) "
-                          "does not catch")
 def test_an_unhashable_kind_is_a_model_error() -> None:
     with pytest.raises(ModelError, match="kind"):
         parse_models({**VALID, "kind": ["logistic"]}, CAT)
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="_finite calls math.isfinite on an int beyond float range (valid JSON: 1 and 400 "
-                          "zeros): OverflowError, not caught by the runner's (ValueError, ModelError)")
 def test_an_integer_beyond_float_range_is_a_model_error() -> None:
     with pytest.raises(ModelError, match="intercept: expected a finite number"):
         parse_models(_with_entry({"intercept": 10**400}), CAT)
