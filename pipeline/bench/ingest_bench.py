@@ -3,12 +3,16 @@
 The same pre-loaded topics are read by (1) a raw aiokafka consume -> produce
 passthrough, the reference baseline, (2) a raw librdkafka passthrough, the
 ceiling for the client ingest uses, (3) the real ingest loop (decode,
-validate, hash, normalise, encode, produce, commit) and (4) ingest and
-identity together, as one worker runs them (one process, two stage threads,
-fresh internal topics and RocksDB per round), timed from the first input
-batch until every event came out resolved. Machines here are noisy, so only
-ratios measured in the same run mean anything; with ``--repeat`` the runs
-are interleaved and the median of each is reported.
+validate, hash, normalise, encode, produce, commit) and (4) ingest,
+identity and profile with next-best-action decisions together, as one worker
+runs them (one process, three stage threads, fresh internal and trigger
+topics and RocksDB per round, the stream-time decision clock since the
+pre-loaded events are history), timed from the first input batch until every
+event came out resolved, and until every event was folded and its triggers
+sent. Machines here are noisy, so only ratios measured in the same run mean
+anything; with ``--repeat`` the runs are interleaved and the median of each
+is reported. Then, unless ``--skip-latency``, ``trigger_latency`` measures
+event-to-trigger latency at half that throughput in a fresh round.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +34,11 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.app import build_identity, build_ingest, build_profile
 from pipeline.bench.baselines import aiokafka_passthrough, faust_agent, librdkafka_passthrough
+from pipeline.bench.trigger_latency import TRIGGER_TOPICS, measure_trigger_latency, outbox_sent, sample_sum
 from pipeline.broker.admin import ensure_topics
 from pipeline.broker.client_config import librdkafka_config
+from pipeline.nba.catalogue import load_action_catalogue
+from pipeline.nba.decide import REASONS
 from pipeline.runtime.cluster import cluster, load_topology
 from pipeline.runtime.schemas import build_codec
 from pipeline.runtime.stage_threads import StageThreads
@@ -41,10 +49,10 @@ from pipeline.state.changelog import restore_partitions
 from pipeline.state.partition_store import PartitionStore
 from pipeline.topology.catalogue import Role, TopicCatalogue, TopicSpec
 
-#: Topics the ingest+identity+profile run writes; renamed per round so every round starts empty.
+#: Topics the ingest+identity+profile+nba run writes; renamed per round so every round starts empty.
 ROUND_TOPICS = ("canonical", "resolved", "identity_messages", "identity_forget", "identity_changelog",
                 "identity_merges", "identity_owners", "identity_commits", "dlq", "profile_messages",
-                "profile_changelog", "profile_commits", "profile_owners", "erasures")
+                "profile_changelog", "profile_commits", "profile_owners", "erasures", *TRIGGER_TOPICS)
 
 #: Bench-only sink for the raw passthroughs; not part of the pipeline's topology.
 PASSTHROUGH_TOPIC = "bench.passthrough"
@@ -95,8 +103,9 @@ def _run_ingest(settings: Settings, catalogue: TopicCatalogue, expected: int) ->
     return s.consumed / (s.last_commit_at - s.first_batch_at)
 
 
-def _round_catalogue(catalogue: TopicCatalogue, tag: str) -> TopicCatalogue:
-    return TopicCatalogue({k: dataclasses.replace(v, name=f"{v.name}.{tag}") if k in ROUND_TOPICS else v
+def _round_catalogue(catalogue: TopicCatalogue, tag: str,
+                     keys: Sequence[str] = ROUND_TOPICS) -> TopicCatalogue:
+    return TopicCatalogue({k: dataclasses.replace(v, name=f"{v.name}.{tag}") if k in keys else v
                            for k, v in catalogue.topics.items()})
 
 
@@ -105,17 +114,18 @@ def _dir_bytes(path: Path) -> int:
 
 
 def _run_pipeline(settings: Settings, catalogue: TopicCatalogue, expected: int) -> tuple[float, float, str]:
-    """Events/s from raw input to resolved output, and to folded profiles: three stages, one process."""
+    """Events/s from raw input to resolved output, and to folded profiles with their triggers sent."""
     tag = uuid.uuid4().hex[:6]
     cat = _round_catalogue(catalogue, tag)
     ensure_topics(librdkafka_config(settings), cat)
     state = Path(tempfile.mkdtemp(prefix="omnipipe-bench-pipeline-"))
-    s = settings.model_copy(update={"data_dir": state, "group_id": f"bench-{tag}"})
+    # the pre-loaded simulation is history: with the wall clock every timer and occasion would be stale
+    s = settings.model_copy(update={"data_dir": state, "group_id": f"bench-{tag}", "nba_clock": "event"})
     codec = build_codec(s, max_record_size=2 * s.max_record_bytes, strict_encode=False)
     registry = CollectorRegistry()
     ingest = build_ingest(s, cat, codec, registry)
     identity = build_identity(s, cat, codec, registry)
-    profile = build_profile(s, cat, codec, registry)
+    profile = build_profile(s, cat, codec, registry, load_action_catalogue(s.actions_config_path))
     resolved_at = None
     try:
         with StageThreads("bench", ingest=ingest, identity=identity, profile=profile) as run:
@@ -128,6 +138,9 @@ def _run_pipeline(settings: Settings, catalogue: TopicCatalogue, expected: int) 
                 if resolved_at is not None and profile.stats.events >= ist.resolved:
                     break
                 time.sleep(0.01)
+            sent = outbox_sent(profile)  # the last events' triggers leave with the next commit
+            while not sent() and run.alive() and time.monotonic() < deadline:
+                time.sleep(0.005)
             done = time.perf_counter()
             resolved_at = resolved_at or done
             while profile.engine.unsent() and time.monotonic() < deadline:  # merged states still moving
@@ -154,7 +167,18 @@ def _run_pipeline(settings: Settings, catalogue: TopicCatalogue, expected: int) 
         raise RuntimeError(f"identity resolved {st.resolved} (+{st.erased_dropped} of erased people), "
                            f"profiles took {profile.stats.events} of {expected} events")
     start = ingest.stats.first_batch_at
-    detail = (f"identity: {st.remote_messages:,} messages via the broker, {st.changelog_records:,} changelog "
+    decisions = {o: sample_sum(registry, "omnipipe_nba_decisions_total", outcome=o)
+                 for o in ("triggered", "suppressed", "not_eligible", "duplicate")}
+    triggers = sample_sum(registry, "omnipipe_nba_triggers_total")
+    cancels = sample_sum(registry, "omnipipe_nba_cancellations_total")
+    timers = sample_sum(registry, "omnipipe_nba_timers_fired_total")
+    reasons = {r: sample_sum(registry, "omnipipe_nba_suppressions_total", reason=r) for r in REASONS}
+    top = ", ".join(f"{n:,.0f} {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3] if n)
+    detail = (f"nba: {triggers:,.0f} triggers, {cancels:,.0f} cancellations from "
+              f"{sum(decisions.values()):,.0f} decisions "
+              f"({', '.join(f'{v:,.0f} {k}' for k, v in decisions.items())}; suppressed most for "
+              f"{top or 'nothing'}), {timers:,.0f} timers fired; "
+              f"identity: {st.remote_messages:,} messages via the broker, {st.changelog_records:,} changelog "
               f"records, {st.erased_dropped:,} events of erased people dropped; profiles: {live:,} live, "
               f"{stored / max(live, 1):,.0f} B each stored, "
               f"{disk / max(live, 1):,.0f} B each on disk (RocksDB files), max RSS {rss_mb:,.0f} MB, "
@@ -189,8 +213,20 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
                 figs.profile.append(prate)
             print(f"  round {i + 1}: aiokafka {figs.aiokafka[-1]:,.0f}/s, "
                   f"librdkafka {figs.librdkafka[-1]:,.0f}/s, ingest {figs.ingest[-1]:,.0f}/s"
-                  + (f", ingest+identity {figs.identity[-1]:,.0f}/s, ingest+identity+profile "
+                  + (f", ingest+identity {figs.identity[-1]:,.0f}/s, ingest+identity+profile+nba "
                      f"{figs.profile[-1]:,.0f}/s ({detail})" if figs.identity else ""))
+        latency_lines: list[str] = []
+        # the CLI's --skip-latency / --latency-seconds; defaults when an older parser lacks them
+        if figs.profile and not getattr(args, "skip_latency", False):
+            print()
+            keys = (*ROUND_TOPICS, *(t.key for t in catalogue.ingest_sources))  # inputs fresh too
+            try:
+                fresh = _round_catalogue(catalogue, uuid.uuid4().hex[:6], keys)
+                result = measure_trigger_latency(s, fresh, statistics.median(figs.profile),
+                                                 float(getattr(args, "latency_seconds", 20.0)), customers)
+                latency_lines = result.lines()
+            except RuntimeError as exc:  # keep the throughput figures
+                latency_lines = [f"  not measured: {exc}"]
     aio = statistics.median(figs.aiokafka)
     rdk = statistics.median(figs.librdkafka)
     ing = statistics.median(figs.ingest)
@@ -212,19 +248,24 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     print()
     print(f"events: {n:,} over {len(sources)} topics x {args.partitions} partitions, "
           f"{customers:,} customers; median of {args.repeat} interleaved round(s)")
-    print(f"  raw aiokafka passthrough     {aio:>10,.0f} events/s   1.00 (baseline)")
-    print(f"  raw librdkafka passthrough   {rdk:>10,.0f} events/s   {r_rdk:.2f}")
-    print(f"  ingest (decode..produce)     {ing:>10,.0f} events/s   {r_ing:.2f}  "
+    print(f"  {'raw aiokafka passthrough':<41}{aio:>10,.0f} events/s   1.00 (baseline)")
+    print(f"  {'raw librdkafka passthrough':<41}{rdk:>10,.0f} events/s   {r_rdk:.2f}")
+    print(f"  {'ingest (decode..produce)':<41}{ing:>10,.0f} events/s   {r_ing:.2f}  "
           f"(target >= 0.50: {'met' if r_ing >= 0.5 else 'NOT met'})")
     if figs.identity:
         idn = statistics.median(figs.identity)
         r_idn = statistics.median(i / a for i, a in zip(figs.identity, figs.aiokafka, strict=True))
-        print(f"  ingest+identity (to resolved){idn:>10,.0f} events/s   {r_idn:.2f}  "
+        print(f"  {'ingest+identity (to resolved)':<41}{idn:>10,.0f} events/s   {r_idn:.2f}  "
               f"(target >= 0.30: {'met' if r_idn >= 0.3 else 'NOT met'})")
         prf = statistics.median(figs.profile)
         r_prf = statistics.median(p / a for p, a in zip(figs.profile, figs.aiokafka, strict=True))
-        print(f"  ingest+identity+profile      {prf:>10,.0f} events/s   {r_prf:.2f}  "
+        print(f"  {'ingest+identity+profile+nba (to triggers)':<41}{prf:>10,.0f} events/s   {r_prf:.2f}  "
               f"(target >= 0.25: {'met' if r_prf >= 0.25 else 'NOT met'})")
+    if latency_lines:
+        print("event -> trigger latency at a fixed load (ingest+identity+profile+nba, fresh round, "
+              "wall decision clock):")
+        for line in latency_lines:
+            print(line)
     for line in faust_lines:
         print(line)
     return 0

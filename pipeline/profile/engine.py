@@ -258,8 +258,18 @@ class FeedIn:
     """A catalogue feed record (``catalogue.stock``): every owned partition applies it once."""
 
     topic: str
+    partition: int  # of the feed topic
     offset: int
     record: Mapping[str, Any]
+
+    @property
+    def position_key(self) -> str:
+        """Where each profile partition's meta keeps its next offset of this feed partition."""
+        return feed_position_key(self.topic, self.partition)
+
+
+def feed_position_key(topic: str, partition: int) -> str:
+    return f"{topic}#{partition}"
 
 
 Input = EventIn | MergeIn | MessageIn | BadIn | SkipIn
@@ -654,10 +664,10 @@ class ProfileEngine:
         counts = Counts()
         for p, part in self._parts.items():
             offsets = part.meta.next_offset
-            if item.offset < offsets.get(item.topic, 0):
+            if item.offset < offsets.get(item.position_key, 0):
                 counts.skipped_replays += 1
                 continue
-            offsets[item.topic] = item.offset + 1
+            offsets[item.position_key] = item.offset + 1
             part.meta_dirty = True
             if self.decider is None or not item.record.get("in_stock"):
                 continue

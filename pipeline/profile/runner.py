@@ -57,6 +57,7 @@ from pipeline.profile.engine import (
     ProfileEngine,
     ProfileRecord,
     SkipIn,
+    feed_position_key,
 )
 from pipeline.profile.limits import ProfileLimits
 from pipeline.profile.views import profile_json
@@ -154,6 +155,7 @@ class ProfileLoop:
         self._dirty_since: float | None = None
         self._offsets: dict[tuple[str, int], int] = {}
         self._stock: Consumer | None = None
+        self._stock_partitions: list[int] = []
         self._committer = ChangelogCommitter(self.store, config.changelog_topic, config.commits_topic,
                                              metrics.delivery_failures.inc)
 
@@ -203,8 +205,14 @@ class ProfileLoop:
         models = None
         if cfg.models_topic:
             models = Consumer({**side, "group.id": f"{cfg.group_id}-profile-models"})
-            models.assign([TopicPartition(cfg.models_topic, 0, -2)])
-        stock = Consumer({**side, "group.id": f"{cfg.group_id}-profile-stock"}) if cfg.stock_topic else None
+            md = models.list_topics(cfg.models_topic, timeout=10)
+            models.assign([TopicPartition(cfg.models_topic, p, -2)
+                           for p in md.topics[cfg.models_topic].partitions])
+        stock = None
+        if cfg.stock_topic:
+            stock = Consumer({**side, "group.id": f"{cfg.group_id}-profile-stock"})
+            md = stock.list_topics(cfg.stock_topic, timeout=10)
+            self._stock_partitions = sorted(md.topics[cfg.stock_topic].partitions)
         return models, stock
 
     # ------------------------------------------------------------------ ownership
@@ -227,10 +235,11 @@ class ProfileLoop:
         with self._lock:
             for p in numbers:
                 self.engine.assign(p)
-            feed_from = min((self.engine.next_offset(cfg.stock_topic, p) for p in self.engine.partitions),
-                            default=None)
-        if self._stock is not None and feed_from is not None:
-            self._stock.assign([TopicPartition(cfg.stock_topic, 0, feed_from)])
+            feed_from = {fp: min((self.engine.next_offset(feed_position_key(cfg.stock_topic, fp), p)
+                                  for p in self.engine.partitions), default=0)
+                         for fp in self._stock_partitions}
+        if self._stock is not None and self.engine.partitions:
+            self._stock.assign([TopicPartition(cfg.stock_topic, fp, at) for fp, at in feed_from.items()])
         self._send_outbox(producer)  # what a previous owner persisted but may not have sent
         for p in numbers:
             announce_owner(producer, cfg.owners_topic, p, cfg.advertised_url, self._clock_ms())
@@ -466,7 +475,7 @@ class ProfileLoop:
                 record = {"in_stock": False}
             with self._lock:
                 counts = self.engine.process_feed(
-                    FeedIn(cfg.stock_topic, msg.offset(), record))  # type: ignore[arg-type]
+                    FeedIn(cfg.stock_topic, msg.partition(), msg.offset(), record))  # type: ignore[arg-type]
             self._pending = True
             if self._nba is not None:
                 self._nba.feed_records.inc()
