@@ -59,6 +59,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="also measure plain Faust agents (consume only; one send per event)")
     bench.add_argument("--faust-events", type=int, default=100_000)
     bench.add_argument("--skip-identity", action="store_true", help="only the ingest figures")
+    bench.add_argument("--skip-latency", action="store_true",
+                       help="skip the event-to-trigger latency run at half the measured throughput")
+    bench.add_argument("--latency-seconds", type=float, default=20.0, help="length of the latency window")
+
+    models = sub.add_parser("models", help="propensity models: validate and publish learned weights")
+    verbs = models.add_subparsers(dest="verb", required=True)
+    pub = verbs.add_parser("publish", help="validate a model document (JSON or YAML) and publish it on the "
+                           "models topic; every worker swaps it in without a restart")
+    pub.add_argument("file", type=Path)
+    pub.add_argument("--check", action="store_true", help="only validate against the action catalogue")
 
     evaluate = sub.add_parser("evaluate", help="score a stage's output against a simulation's ground truth")
     stages = evaluate.add_subparsers(dest="stage", required=True)
@@ -108,6 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_bench(settings, args)
         if args.command == "evaluate":
             return _evaluate(settings, args)
+        if args.command == "models":
+            from pipeline.nba.publish import publish_models
+
+            print(publish_models(settings, args.file, check_only=args.check))
+            return 0
     except OmnipipeError as exc:
         print(f"omnipipe: {exc}", file=sys.stderr)
         return 2
