@@ -27,7 +27,7 @@ def test_every_source_is_registered() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert "13 subjects registered" in result.stdout
+    assert "14 subjects registered" in result.stdout
 
 
 def test_ids_are_frozen() -> None:
@@ -35,11 +35,14 @@ def test_ids_are_frozen() -> None:
     ids = {(s.subject, s.version): s.schema_id for s in catalogue}
     subjects = sorted(catalogue.subjects())
     audit, erasure = "omnipipe.identity.IdentityAudit", "omnipipe.control.ErasureCompleted"
-    later = (audit, erasure)
+    stock, trigger = "omnipipe.catalogue.StockChange", "omnipipe.triggers.Trigger"
+    later = (audit, erasure, stock)
     assert [ids[(subject, 1)] for subject in subjects if subject not in later] == list(range(1, 12))
     assert ids[("omnipipe.events.WebEvent", 2)] == 12
     assert ids[(audit, 1)] == 13
-    assert ids[(erasure, 1)] == 14 == max(ids.values())
+    assert ids[(erasure, 1)] == 14
+    assert ids[(stock, 1)] == 15
+    assert ids[(trigger, 2)] == 16 == max(ids.values())
 
 
 @pytest.fixture
@@ -62,13 +65,13 @@ def test_register_then_evolve(root: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["--root", str(root)]) == 0
     assert main(["--root", str(root), "--check"]) == 0
     assert main(["--root", str(root)]) == 0  # nothing changed: nothing added
-    assert len(SchemaCatalogue.load(root, fresh=True)) == 13
+    assert len(SchemaCatalogue.load(root, fresh=True)) == 14
 
     edit_web_event(root, {"name": "campaign", "type": ["null", "string"], "default": None})
     assert main(["--root", str(root)]) == 0
     catalogue = SchemaCatalogue.load(root, fresh=True)
     latest = catalogue.latest("omnipipe.events.WebEvent")
-    assert (latest.schema_id, latest.version) == (14, 2)
+    assert (latest.schema_id, latest.version) == (15, 2)
     assert (root / "registry" / "omnipipe.events.WebEvent" / "v2.avsc").exists()
 
 
