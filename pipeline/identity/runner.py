@@ -263,14 +263,17 @@ class IdentityLoop:
             )
             last_commit = time.monotonic()
             while not self._stop.is_set():
-                batch = consumer.consume(num_messages=cfg.batch_size, timeout=0.05)
+                batch = consumer.consume(num_messages=cfg.batch_size, timeout=0.01)
                 if batch:
                     self._handle(batch)
                     self.stats.idle_since = None
                 producer.poll(0)
                 poll_owners(owners, self.config.owners_topic, self.owners)
                 now = time.monotonic()
-                if self._pending and (now - last_commit >= cfg.commit_interval_s or not batch):
+                # caught up (a partial batch): commit now, the output leaves with it (latency); under
+                # load batches are full and commits come every commit_interval_s (throughput)
+                if self._pending and (now - last_commit >= cfg.commit_interval_s
+                                      or len(batch) < cfg.batch_size):
                     self._commit(consumer, producer)
                     last_commit = time.monotonic()
                 elif not batch and not self._pending and self.stats.idle_since is None:

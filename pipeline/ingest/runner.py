@@ -173,7 +173,8 @@ class IngestLoop:
             consumer.subscribe(list(self.config.sources), on_revoke=on_revoke)
             last_commit = time.monotonic()
             while not self._stop.is_set():
-                batch = consumer.consume(num_messages=self.config.batch_size, timeout=0.1)
+                # a short wait: consume() holds a partial batch until the timeout (latency at moderate load)
+                batch = consumer.consume(num_messages=self.config.batch_size, timeout=0.01)
                 if batch:
                     self._handle(batch, producer)
                 producer.poll(0)

@@ -68,6 +68,8 @@ from pipeline.state.partition_store import PartitionStore
 
 log = logging.getLogger(__name__)
 
+TIMER_TICK_S = 0.1  # how often due timers are looked for (their resolution)
+
 Decoder = Callable[[bytes, str], dict[str, Any]]
 Encoder = Callable[[str, dict[str, Any]], bytes]
 
@@ -156,6 +158,7 @@ class ProfileLoop:
         self._offsets: dict[tuple[str, int], int] = {}
         self._stock: Consumer | None = None
         self._stock_partitions: list[int] = []
+        self._timers_at = 0.0
         self._committer = ChangelogCommitter(self.store, config.changelog_topic, config.commits_topic,
                                              metrics.delivery_failures.inc)
 
@@ -272,7 +275,7 @@ class ProfileLoop:
             )
             last_commit = time.monotonic()
             while not self._stop.is_set():
-                batch = consumer.consume(num_messages=cfg.batch_size, timeout=0.05)
+                batch = consumer.consume(num_messages=cfg.batch_size, timeout=0.01)
                 if batch:
                     self._handle(batch)
                     self.stats.idle_since = None
@@ -283,8 +286,10 @@ class ProfileLoop:
                 if self._stock is not None and self.engine.partitions:
                     self._poll_stock(self._stock)
                 now = time.monotonic()
+                # caught up (a partial batch): commit now, the triggers leave with it (latency); under
+                # load batches are full and commits come every commit_interval_s (throughput)
                 if (self._offsets or self._pending) and (now - last_commit >= cfg.commit_interval_s
-                                                         or not batch):
+                                                         or len(batch) < cfg.batch_size):
                     self._commit(consumer, producer)
                     self._fire_timers()
                     last_commit = time.monotonic()
@@ -433,8 +438,13 @@ class ProfileLoop:
 
     # ------------------------------------------------------------------ timers, models, feed
     def _fire_timers(self) -> None:
+        """At most every TIMER_TICK_S: a range read of each partition's index (after a commit)."""
         if self.config.actions is None or not self.engine.partitions:
             return
+        now = time.monotonic()
+        if now - self._timers_at < TIMER_TICK_S:
+            return
+        self._timers_at = now
         with self._lock:
             counts = self.engine.fire_timers(self._decision_ms(), self.config.timers_per_tick)
         if counts.nba.timers_fired or counts.nba.decisions:
