@@ -145,11 +145,11 @@ class ActionCatalogue:
     def for_feed(self, feed: str) -> list[Action]:
         return [a for a in self.actions.values() if a.trigger.kind == "feed" and a.trigger.name == feed]
 
-    @property
+    @cached_property
     def timer_actions(self) -> list[Action]:
         return [a for a in self.actions.values() if a.trigger.kind == "timer"]
 
-    @property
+    @cached_property
     def cancelling_events(self) -> frozenset[str]:
         out: frozenset[str] = frozenset()
         for a in self.actions.values():

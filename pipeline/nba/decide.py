@@ -104,8 +104,20 @@ def trigger_key(action: str, occasion: Occasion) -> str:
     return f"{action}:{digest.hexdigest()}"
 
 
-def features_of(state: ProfileState, now: int, names: frozenset[str]) -> dict[str, Any]:
-    return {name: FEATURES[name](state, now) for name in names}
+class LazyFeatures(dict[str, Any]):
+    """The profile's features, each computed on first use: most decisions stop at a failed rule."""
+
+    def __init__(self, state: ProfileState, now: int) -> None:
+        super().__init__()
+        self._state = state
+        self._now = now
+
+    def __missing__(self, name: str) -> Any:
+        value = self[name] = FEATURES[name](self._state, self._now)
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self[name] if name in FEATURES else default
 
 
 def decide(profile: str, state: ProfileState, occasion: Occasion, now: int, catalogue: ActionCatalogue,
@@ -114,8 +126,7 @@ def decide(profile: str, state: ProfileState, occasion: Occasion, now: int, cata
     policy = catalogue.policy
     if any(trigger_key(a.name, occasion) in state.contacts for a in occasion.actions):
         return Decision(DUPLICATE)
-    needed = models.features | frozenset(r.feature for a in occasion.actions for r in a.eligibility)
-    feats = features_of(state, now, needed)
+    feats = LazyFeatures(state, now)
     eligible = [a for a in occasion.actions if all(rule.holds(feats) for rule in a.eligibility)]
     if not eligible:
         return Decision(NOT_ELIGIBLE)

@@ -18,6 +18,7 @@ import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 from pipeline.errors import OmnipipeError
@@ -49,7 +50,7 @@ class Logistic:
     intercept: float
     weights: tuple[tuple[str, float], ...]
 
-    @property
+    @cached_property
     def features(self) -> frozenset[str]:
         return frozenset(f for f, _w in self.weights)
 
@@ -72,7 +73,7 @@ class ModelSet:
     def get(self, action: str, channel: str) -> Propensity:
         return self.models[(action, channel)]
 
-    @property
+    @cached_property
     def features(self) -> frozenset[str]:
         out: frozenset[str] = frozenset()
         for m in self.models.values():
