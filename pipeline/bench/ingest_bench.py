@@ -216,14 +216,13 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
                   + (f", ingest+identity {figs.identity[-1]:,.0f}/s, ingest+identity+profile+nba "
                      f"{figs.profile[-1]:,.0f}/s ({detail})" if figs.identity else ""))
         latency_lines: list[str] = []
-        # the CLI's --skip-latency / --latency-seconds; defaults when an older parser lacks them
-        if figs.profile and not getattr(args, "skip_latency", False):
+        if figs.profile and not args.skip_latency:
             print()
             keys = (*ROUND_TOPICS, *(t.key for t in catalogue.ingest_sources))  # inputs fresh too
             try:
                 fresh = _round_catalogue(catalogue, uuid.uuid4().hex[:6], keys)
                 result = measure_trigger_latency(s, fresh, statistics.median(figs.profile),
-                                                 float(getattr(args, "latency_seconds", 20.0)), customers)
+                                                 args.latency_seconds, customers, offered=args.latency_rate)
                 latency_lines = result.lines()
             except RuntimeError as exc:  # keep the throughput figures
                 latency_lines = [f"  not measured: {exc}"]

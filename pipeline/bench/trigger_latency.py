@@ -245,7 +245,9 @@ class LatencyResult:
 
     def lines(self) -> list[str]:
         p = self.published
-        out = [f"  offered load {self.offered:,.0f} events/s (half the median pipeline throughput "
+        half = abs(self.offered - self.pipeline_rate / 2) < 1
+        how = "half the median pipeline throughput" if half else "not the target's load: half of"
+        out = [f"  offered load {self.offered:,.0f} events/s ({how} "
                f"{self.pipeline_rate:,.0f}/s) for {self.seconds:g}s: published {p.sent:,} in "
                f"{p.elapsed_s:.1f}s = {p.rate:,.0f} events/s achieved"
                + (f" ({p.behind} late ticks)" if p.behind else "")]
@@ -422,15 +424,19 @@ def _read_stages(settings: Settings, catalogue: TopicCatalogue, codec: AvroCodec
 
 def measure_trigger_latency(settings: Settings, catalogue: TopicCatalogue, pipeline_rate: float,
                             seconds: float, customers: int, seed: int = 11,
-                            consumer_overrides: Mapping[str, Any] | None = None) -> LatencyResult:
+                            consumer_overrides: Mapping[str, Any] | None = None,
+                            offered: float | None = None) -> LatencyResult:
     """``catalogue``: fresh topic names for this round (inputs included), created here.
 
     ``consumer_overrides`` replace the stages' consumer overrides (experiments only: the bench
     measures the stages as ``pipeline.app`` builds them for a worker).
     """
-    offered = pipeline_rate / 2
-    print(f"trigger latency: offered load {offered:,.0f} events/s = half the median "
-          f"ingest+identity+profile+nba throughput ({pipeline_rate:,.0f}/s), {seconds:g}s, "
+    if offered is None:
+        offered = pipeline_rate / 2
+        how = f"half the median ingest+identity+profile+nba throughput ({pipeline_rate:,.0f}/s)"
+    else:
+        how = f"as asked (--latency-rate; the target's load is half of {pipeline_rate:,.0f}/s)"
+    print(f"trigger latency: offered load {offered:,.0f} events/s = {how}, {seconds:g}s, "
           "wall decision clock")
     ensure_topics(librdkafka_config(settings), catalogue)
     tag = uuid.uuid4().hex[:6]

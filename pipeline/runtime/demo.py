@@ -21,9 +21,11 @@ from pipeline.broker.client_config import librdkafka_config
 from pipeline.broker.reader import count_records
 from pipeline.metrics.scrape import Scrape, scrape
 from pipeline.runtime.cluster import cluster, load_topology, prepare_topics
+from pipeline.runtime.schemas import build_codec
 from pipeline.runtime.simulate_cmd import SimulationRun, start_simulation
 from pipeline.settings import Settings
 from pipeline.simulate.journeys import EXPECTED_EVENTS_PER_CUSTOMER
+from pipeline.simulate.senders import SimulatedSenders
 from pipeline.topology.catalogue import Role, TopicCatalogue
 
 CHANNEL_COLUMNS = ("web", "app", "pos", "callcenter", "email", "push", "sms", "control")
@@ -169,6 +171,9 @@ def _print_triggers(final: Scrape, counts: dict[str, int], wall_clock: bool = Fa
     moved = ", ".join(f"{c}={v:.0f}" for c, v in sorted(deferred.items())) or "none"
     withdrawn = ", ".join(f"{c}={v:.0f}" for c, v in sorted(cancelled.items())) or "none"
     print(f"    quiet hours moved send_after: {moved}; withdrawn: {withdrawn}")
+    outcomes = final.by_label("omnipipe_nba_outcomes_total", "outcome")
+    print("    sender reports linked to their trigger: "
+          + (", ".join(f"{o}={v:.0f}" for o, v in sorted(outcomes.items()) if v) or "none"))
     recorded = final.by_label("omnipipe_nba_decisions_recorded_total", "group")
     converted = final.by_label("omnipipe_nba_conversions_total", "group")
     print("    attribution: " + ", ".join(
@@ -211,6 +216,10 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                     resolved, catalogue, customers=customers, seed=1, rate=args.rate,
                     duration=args.seconds, bad=args.bad, truth=log_dir / "truth.jsonl", stop=stop,
                 )
+                codec = build_codec(resolved)
+                senders = SimulatedSenders(librdkafka_config(resolved), catalogue, codec.decode, codec.encode,
+                                           stop)
+                senders.thread.start()
                 print(f"  simulator: {customers} customers at {args.rate:.0f} events/s, "
                       f"{args.bad} malformed records injected; Ctrl-C stops")
                 header = " ".join(f"{c[:6]:>6}" for c in CHANNEL_COLUMNS)
@@ -231,6 +240,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                     prev, prev_t = cur, now
                 stop.set()
                 published = sim.join()
+                senders.thread.join(10)
                 final = _drain(url)
                 client = librdkafka_config(resolved)
                 print("\nsummary")
@@ -260,6 +270,10 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 _print_profiles(final, url.rsplit("/", 1)[0], log_dir / "truth.jsonl")
                 _print_triggers(final, {t.name: count_records(client, t.name, idle_s=1.0)
                                         for t in catalogue.by_role(Role.OUTPUT)})
+                st = senders.stats
+                print(f"  simulated senders: {st.sent} triggers sent ({st.withdrawn} withdrawn before "
+                      f"sending, {st.repeats} repeats dropped by key, {st.no_customer} without a customer id "
+                      f"skipped), {st.reports} reports back with the trigger key")
                 print(f"  ground truth written to {log_dir / 'truth.jsonl'}")
             finally:
                 if worker.poll() is None:
