@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="skip the event-to-trigger latency run at half the measured throughput")
     bench.add_argument("--latency-seconds", type=float, default=20.0, help="length of the latency window")
     bench.add_argument("--latency-rate", type=float, default=None,
-                       help="offered load of the latency run in events/s (default: half the measured throughput)")
+                       help="offered load of the latency run, events/s (default: half the measured maximum)")
 
     models = sub.add_parser("models", help="propensity models: validate and publish learned weights")
     verbs = models.add_subparsers(dest="verb", required=True)
