@@ -217,8 +217,9 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                     duration=args.seconds, bad=args.bad, truth=log_dir / "truth.jsonl", stop=stop,
                 )
                 codec = build_codec(resolved)
+                senders_stop = threading.Event()  # the senders answer until the pipeline has drained
                 senders = SimulatedSenders(librdkafka_config(resolved), catalogue, codec.decode, codec.encode,
-                                           stop)
+                                           senders_stop)
                 senders.thread.start()
                 print(f"  simulator: {customers} customers at {args.rate:.0f} events/s, "
                       f"{args.bad} malformed records injected; Ctrl-C stops")
@@ -240,8 +241,11 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                     prev, prev_t = cur, now
                 stop.set()
                 published = sim.join()
+                _drain(url)
+                time.sleep(2.0)  # the senders read the last triggers
+                senders_stop.set()
                 senders.thread.join(10)
-                final = _drain(url)
+                final = _drain(url)  # and their reports went through
                 client = librdkafka_config(resolved)
                 print("\nsummary")
                 print(f"  published: {published.events} events + {published.bad} malformed records")
