@@ -27,8 +27,11 @@ from pipeline.broker.reader import iter_topic
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
 from pipeline.nba.catalogue import DEFAULT_PATH, load_action_catalogue
+from pipeline.profile.engine import TIMER_PREFIX, VIEWED_PREFIX
 from pipeline.profile.runner import ProfileLoop
 from pipeline.settings import load_settings
+from pipeline.state.changelog import restore_partitions
+from pipeline.state.partition_store import PartitionStore
 from pipeline.topology.catalogue import TopicCatalogue, load_catalogue
 
 pytestmark = pytest.mark.broker
@@ -298,6 +301,19 @@ def test_triggers_timers_feed_models_and_restart(
     assert [c["cancels"] for c in cancels] == [cart["idempotency_key"]]
     assert cancels[0]["idempotency_key"] == cart["idempotency_key"] + ":cancel"
     assert not any(r["profile_id"] == "cust:B" for _k, r in sent)
+
+    # the timer and viewed indexes travel on the changelog: a new owner rebuilt from it has them
+    local = PartitionStore(tmp_path / "state" / "profile")
+    rebuilt = PartitionStore(tmp_path / "rebuilt")
+    try:
+        restore_partitions(rebuilt, client, cat["profile_changelog"].name, range(2))
+        for prefix in (TIMER_PREFIX, VIEWED_PREFIX):
+            ours = [k for p in range(2) for k, _v in local.items(p, prefix)]
+            assert ours == [k for p in range(2) for k, _v in rebuilt.items(p, prefix)]
+            assert ours  # silence and browse timers armed; C and D viewed products
+    finally:
+        local.close()
+        rebuilt.close()
 
     # a restarted loop restores the state and the timer index, and sends nothing twice
     again, _registry = _loop(broker, cat, tmp_path, monkeypatch, tag)
