@@ -84,6 +84,8 @@ def test_a_touched_cart_re_arms_and_an_occurrence_fires_once() -> None:
     h.tick(START + 50 * MIN)
     carts = [t for t in h.sent if t["action"] == "abandoned_cart"]
     assert len(carts) == 1 and {i["sku"] for i in carts[0]["items"]} == {"S1", "S2"}
+    armed = [parse_timer_key(k)[2] for k in h.keys(TIMER_PREFIX)]
+    assert "abandoned_cart" not in armed  # a fired occurrence is not armed again (no index churn)
     for minute in (60, 120, 600):  # the same occurrence never fires again
         h.tick(START + minute * MIN)
     assert len([t for t in h.sent if t["action"] == "abandoned_cart"]) == 1
