@@ -94,6 +94,11 @@ class Decider:
                                 clock, counts)
         return out
 
+    def on_erasure(self, profile: str, state: ProfileState, t: int, clock: int,
+                   counts: NbaCounts) -> list[Emitted]:
+        """Every trigger not yet expired is withdrawn: nothing goes to an erased person after the request."""
+        return self._withdraw(profile, state, t, clock, counts, cause="erasure", why="erasure request")
+
     def on_timer(self, profile: str, state: ProfileState, action: str, due: int, basis: int, clock: int,
                  counts: NbaCounts) -> list[Emitted]:
         counts.timers_fired += 1
@@ -157,7 +162,8 @@ class Decider:
         counts.conversions[(c[5], c[4], _group(c))] += 1
 
     def _withdraw(self, profile: str, state: ProfileState, t: int, clock: int, counts: NbaCounts, *,
-                  channel: str | None = None, cancel_on: str | None = None, why: str) -> list[Emitted]:
+                  channel: str | None = None, cancel_on: str | None = None, cause: str = "opt_out",
+                  why: str) -> list[Emitted]:
         """Cancellation records for triggers sent but not expired that ``t``'s event makes wrong."""
         out: list[Emitted] = []
         actions = self.catalogue.actions
@@ -172,7 +178,7 @@ class Decider:
                 if a is None or cancel_on not in a.cancel_on or basis > t:
                     continue  # a newer occurrence (a cart started after this purchase) stays
             state.contacts[key] = (*c[:6], flags | CANCELLED)
-            counts.cancellations[(action, "opt_out" if channel is not None else cancel_on or "")] += 1
+            counts.cancellations[(action, cancel_on or cause)] += 1
             out.append(Emitted(ch, cancel_record(profile, state, key, c, why, max(t, clock),
                                                  self._templates.get(action, "")), "cancel"))
         return out

@@ -514,6 +514,9 @@ class ProfileEngine:
         for source in sources:
             self._send(part, p, [ERASE, 0, 0, source, "", erased])
         identifiers = len(state.identifiers) if state is not None else 0
+        if self.decider is not None and state is not None and state.contacts:
+            for e in self.decider.on_erasure(profile, state, ev["event_time"], self.clock_ms(), counts.nba):
+                self._emit(part, TRIGGERS, -1, profile.encode(), [e.channel, e.record, e.kind])
         self._delete(part, profile, rec, counts)
         marker = erased_key(profile, self.secret)
         part.erased[marker] = part.markers[marker] = max(part.markers.get(marker, 0), ev["event_time"])

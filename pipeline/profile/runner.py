@@ -447,11 +447,10 @@ class ProfileLoop:
         self._timers_at = now
         with self._lock:
             counts = self.engine.fire_timers(self._decision_ms(), self.config.timers_per_tick)
-        if counts.nba.timers_fired or counts.nba.decisions:
-            self._pending = True
+            changed = self.engine.has_changes()  # decisions, re-armed or dropped index entries
+        self._pending = self._pending or changed
         if self._nba is not None:
             self._nba.add(counts.nba)
-        self._pending = self._pending or self.engine.has_changes()
 
     def _poll_models(self, consumer: Consumer) -> None:
         for msg in consumer.consume(num_messages=10, timeout=0):

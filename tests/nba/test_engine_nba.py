@@ -112,3 +112,5 @@ def test_the_feed_reaches_viewers_once_per_partition_and_erasure_clears_both_ind
     assert h.keys(TIMER_PREFIX)
     h.event("erasure_request", START + 4 * MIN, channel=None)
     assert not h.keys(TIMER_PREFIX) and not h.keys(VIEWED_PREFIX)  # the index keys named the profile
+    # the pending back-in-stock trigger is withdrawn: nothing reaches an erased person
+    assert [t["cancels"] for t in h.sent if t["cancels"]] == [stock[0]["idempotency_key"]]
