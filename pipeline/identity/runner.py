@@ -103,6 +103,9 @@ class IdentityConfig:
     canonical_header: bytes | None = None  # records with this header are read by ``link_reader``
     batch_size: int = 2000
     commit_interval_s: float = 0.2
+    #: caught up, a commit follows a partial batch but never sooner than this after the last one: a
+    #: trickle of events costs at most 1/gap commits a second instead of one per poll
+    caught_up_gap_s: float = 0.02
     max_cached_records: int = 50_000  # per partition, decoded, between commits
     secret: bytes = b"omnipipe"  # keys the erasure markers (the PII hash key in a worker)
     consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -273,7 +276,8 @@ class IdentityLoop:
                 # caught up (a partial batch): commit now, the output leaves with it (latency); under
                 # load batches are full and commits come every commit_interval_s (throughput)
                 if self._pending and (now - last_commit >= cfg.commit_interval_s
-                                      or len(batch) < cfg.batch_size):
+                                      or (len(batch) < cfg.batch_size
+                                          and now - last_commit >= cfg.caught_up_gap_s)):
                     self._commit(consumer, producer)
                     last_commit = time.monotonic()
                 elif not batch and not self._pending and self.stats.idle_since is None:

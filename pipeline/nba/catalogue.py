@@ -46,6 +46,7 @@ TIMERS = {
 }
 #: Catalogue feeds that announce something about a product rather than a customer.
 FEEDS = frozenset({"back_in_stock"})
+DEFAULT_VIEWED_WITHIN = "30d"
 
 OPS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
@@ -80,6 +81,8 @@ class Trigger:
     name: str  # the event type(s) joined by "|", the timer or the feed
     after_ms: int | None = None
     factor: float | None = None
+    #: feed triggers: only customers who viewed the product this recently (the fan-out stays bounded)
+    within_ms: int | None = None
 
     @property
     def events(self) -> frozenset[str]:
@@ -212,7 +215,7 @@ class _Reader:
 
 
 def _trigger(r: _Reader, value: Any, where: str) -> Trigger:
-    doc = r.mapping(value, where, {"event", "timer", "feed", "after", "factor"})
+    doc = r.mapping(value, where, {"event", "timer", "feed", "after", "factor", "viewed_within"})
     kinds = [k for k in ("event", "timer", "feed") if k in doc]
     if len(kinds) != 1:
         raise r.fail(where, "name exactly one of event, timer or feed")
@@ -222,13 +225,18 @@ def _trigger(r: _Reader, value: Any, where: str) -> Trigger:
         unknown = [e for e in events if e not in EVENT_TYPES]
         if unknown or not events:
             raise r.fail(f"{where}.event", f"unknown event types {unknown}; known: {sorted(EVENT_TYPES)}")
-        if "after" in doc or "factor" in doc:
-            raise r.fail(where, "an event trigger takes no after/factor")
+        if "after" in doc or "factor" in doc or "viewed_within" in doc:
+            raise r.fail(where, "an event trigger takes no after/factor/viewed_within")
         return Trigger("event", "|".join(events))
     if kind == "feed":
         if doc["feed"] not in FEEDS:
             raise r.fail(f"{where}.feed", f"unknown feed {doc['feed']!r}; known: {sorted(FEEDS)}")
-        return Trigger("feed", doc["feed"])
+        if "after" in doc or "factor" in doc:
+            raise r.fail(where, "a feed trigger takes no after/factor")
+        within = r.duration(doc.get("viewed_within", DEFAULT_VIEWED_WITHIN), f"{where}.viewed_within")
+        return Trigger("feed", doc["feed"], within_ms=within)
+    if "viewed_within" in doc:
+        raise r.fail(where, "only a feed trigger takes viewed_within")
     timer = doc["timer"]
     needs = TIMERS.get(timer)
     if needs is None:
@@ -257,7 +265,7 @@ def _rules(r: _Reader, value: Any, where: str) -> tuple[Rule, ...]:
         if op not in OPS:
             raise r.fail(f"{where}[{i}]", f"unknown operator {op!r}; known: {sorted(OPS)}")
         parsed = yaml.safe_load(raw)
-        if isinstance(parsed, str) or parsed is None:
+        if not isinstance(parsed, int | float | bool):
             raise r.fail(f"{where}[{i}]", f"value must be a number or true/false, got {raw!r}")
         rules.append(Rule(feature, op, parsed))
     return tuple(rules)
@@ -346,14 +354,20 @@ def load_action_catalogue(path: Path | None = None) -> ActionCatalogue:
         e = r.mapping(entry, where, keys, keys - {"description", "eligibility", "propensity", "cancel_on"})
         if not isinstance(e["template"], str) or not e["template"]:
             raise r.fail(f"{where}.template", "expected a template id")
+        cooldown = r.duration(e["cooldown"], f"{where}.cooldown")
+        expiry = r.duration(e["expiry"], f"{where}.expiry")
+        if cooldown < expiry:
+            raise r.fail(f"{where}.cooldown", "must be at least the expiry: an occasion decided again "
+                                              "under another key (after a merge) must not give a second "
+                                              "live trigger")
         actions[name] = Action(
             name=name,
             trigger=_trigger(r, e["trigger"], f"{where}.trigger"),
             eligibility=_rules(r, e.get("eligibility"), f"{where}.eligibility"),
             channels=r.channels(e["channels"], f"{where}.channels"),
             value=r.number(e["value"], f"{where}.value"),
-            cooldown_ms=r.duration(e["cooldown"], f"{where}.cooldown"),
-            expiry_ms=r.duration(e["expiry"], f"{where}.expiry"),
+            cooldown_ms=cooldown,
+            expiry_ms=expiry,
             template=e["template"],
             description=str(e.get("description", "")),
             prior=_prior(r, e.get("propensity"), f"{where}.propensity", r.channels(e["channels"], where)),

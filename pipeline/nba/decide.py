@@ -153,6 +153,7 @@ def decide(profile: str, state: ProfileState, occasion: Occasion, now: int, cata
     tz_name = str(tz[1]) if tz else None
     first_block: str | None = None
     contacts = state.contacts.values()
+    holdout = in_holdout(profile, policy)
     for c in candidates:
         if c.score <= 0:
             break
@@ -171,10 +172,10 @@ def decide(profile: str, state: ProfileState, occasion: Occasion, now: int, cata
                 send_after = next_allowed(now, tz_name, policy)
             if send_after >= expires:
                 block = QUIET_HOURS
-            elif cap_blocked(contacts, c.channel, send_after, policy):
+            elif cap_blocked(contacts, c.channel, send_after, policy, holdout):
                 block = CAP
         if block is None:
-            if in_holdout(profile, policy):
+            if holdout:
                 return Decision(SUPPRESSED, HOLDOUT_REASON, c, key, send_after, expires, send_after > now)
             return Decision(TRIGGERED, None, c, key, send_after, expires, send_after > now)
         first_block = first_block or block
@@ -269,12 +270,17 @@ def trigger_record(profile: str, state: ProfileState, decision: Decision, occasi
 
 
 def cancel_record(profile: str, state: ProfileState, key: str, contact: Contact, why: str,
-                  now: int, template: str) -> dict[str, Any]:
-    """Withdraws a trigger not yet sent: its own key, ``cancels`` naming the withdrawn one."""
+                  now: int, template: str, identify: bool = True) -> dict[str, Any]:
+    """Withdraws a trigger not yet sent: its own key, ``cancels`` naming the withdrawn one.
+
+    ``identify=False`` (an erasure) leaves out the customer id and recipient: the sender finds the
+    pending trigger by ``cancels`` and is not handed the erased person's identifiers again.
+    """
     created, _send_after, expires, _basis, channel, action, _flags = contact
     return {
-        "idempotency_key": f"{key}:cancel", "profile_id": profile, "customer_id": customer_id(profile, state),
-        "channel": channel, "recipient_ref": recipient(state, channel), "action": action,
+        "idempotency_key": f"{key}:cancel", "profile_id": profile,
+        "customer_id": customer_id(profile, state) if identify else None,
+        "channel": channel, "recipient_ref": recipient(state, channel) if identify else "", "action": action,
         "template_id": template, "items": [], "offer": None, "score": 0.0, "reasons": [why],
         "score_parts": {}, "created_at": now, "send_after": now, "expires_at": max(expires, now),
         "source_event_time": created, "cancels": key,

@@ -35,6 +35,7 @@ from pipeline.nba.policy import (
     UNSUBSCRIBED,
 )
 from pipeline.profile.state import Contact, ProfileState
+from pipeline.profile.views import consented
 
 OUTBOUND = frozenset({"EMAIL", "PUSH", "SMS"})
 PURCHASES = frozenset({"purchase", "store_purchase"})
@@ -67,6 +68,10 @@ class Decider:
         self._templates = {a.name: a.template for a in catalogue.actions.values()}
         self.feeds = frozenset(a.trigger.name for a in catalogue.actions.values() if a.trigger.kind == "feed")
 
+    def feed_window_ms(self, feed: str) -> int:
+        """How recent a view must be for a feed record to concern the viewer (the widest of its actions)."""
+        return max((a.trigger.within_ms or 0 for a in self.catalogue.for_feed(feed)), default=0)
+
     # ------------------------------------------------------------------ occasions
     def after_event(self, profile: str, state: ProfileState, ev: Mapping[str, Any], clock: int,
                     counts: NbaCounts) -> list[Emitted]:
@@ -87,11 +92,29 @@ class Decider:
             out += self._withdraw(profile, state, t, clock, counts, channel=ev.get("consent_channel"),
                                   why=f"consent withdrawn at {t}")
         if kind in self.catalogue.cancelling_events and state.contacts:
-            out += self._withdraw(profile, state, t, clock, counts, cancel_on=kind, why=f"{kind} at {t}")
+            out += self._withdraw(profile, state, t, clock, counts, cancel_on=frozenset({kind}),
+                                  why=f"{kind} at {t}")
         actions = self.catalogue.for_event(kind)
         if actions:
             out += self._decide(profile, state, Occasion("event", str(ev["event_id"]), t, t, actions, ev),
                                 clock, counts)
+        return out
+
+    def after_merge(self, profile: str, state: ProfileState, clock: int, counts: NbaCounts) -> list[Emitted]:
+        """The merged state may make pending triggers wrong: a consent one side withdrew, or a
+        purchase one side made after the other's cart or view the trigger was about."""
+        if not state.contacts:
+            return []
+        t = state.last_seen or 0
+        out: list[Emitted] = []
+        for channel in sorted({c[4] for c in state.contacts.values()}):
+            if not consented(state, channel):
+                out += self._withdraw(profile, state, t, clock, counts, channel=channel, cause="merge",
+                                      why=f"merged profile has no {channel} consent")
+        bought = state.last_purchase_at
+        if bought is not None and self.catalogue.cancelling_events & PURCHASES:
+            out += self._withdraw(profile, state, bought, clock, counts, cancel_on=PURCHASES, cause="merge",
+                                  why=f"merged profile purchased at {bought}")
         return out
 
     def on_erasure(self, profile: str, state: ProfileState, t: int, clock: int,
@@ -146,13 +169,14 @@ class Decider:
         counts.outcomes[(contact[5], contact[4], label)] += 1
 
     def _convert(self, state: ProfileState, t: int, counts: NbaCounts) -> None:
-        """Last touch: the latest trigger (or holdout decision) within the window before the purchase."""
+        """Last touch: the latest trigger (or holdout decision) whose send time lies within the window
+        before the purchase; both groups are timed from ``send_after`` so their windows match."""
         window = self.catalogue.policy.attribution_window_ms
         best: tuple[int, str] | None = None
         for key, c in state.contacts.items():
             if c[6] & (CANCELLED | CONVERTED):
                 continue
-            start = c[0] if c[6] & HOLDOUT else c[1]
+            start = c[1]
             if start <= t < start + window and (best is None or (start, key) > best):
                 best = (start, key)
         if best is None:
@@ -162,7 +186,7 @@ class Decider:
         counts.conversions[(c[5], c[4], _group(c))] += 1
 
     def _withdraw(self, profile: str, state: ProfileState, t: int, clock: int, counts: NbaCounts, *,
-                  channel: str | None = None, cancel_on: str | None = None, cause: str = "opt_out",
+                  channel: str | None = None, cancel_on: frozenset[str] | None = None, cause: str = "opt_out",
                   why: str) -> list[Emitted]:
         """Cancellation records for triggers sent but not expired that ``t``'s event makes wrong."""
         out: list[Emitted] = []
@@ -175,10 +199,12 @@ class Decider:
                 continue
             if cancel_on is not None:
                 a = actions.get(action)
-                if a is None or cancel_on not in a.cancel_on or basis > t:
+                if a is None or cancel_on.isdisjoint(a.cancel_on) or basis > t:
                     continue  # a newer occurrence (a cart started after this purchase) stays
             state.contacts[key] = (*c[:6], flags | CANCELLED)
-            counts.cancellations[(action, cancel_on or cause)] += 1
-            out.append(Emitted(ch, cancel_record(profile, state, key, c, why, max(t, clock),
-                                                 self._templates.get(action, "")), "cancel"))
+            counts.cancellations[(action, cause if cancel_on is None or len(cancel_on) > 1
+                                  else next(iter(cancel_on)))] += 1
+            cancel = cancel_record(profile, state, key, c, why, max(t, clock),
+                                   self._templates.get(action, ""), identify=cause != "erasure")
+            out.append(Emitted(ch, cancel, "cancel"))
         return out

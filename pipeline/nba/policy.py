@@ -100,10 +100,12 @@ def in_holdout(profile_id: str, policy: Policy) -> bool:
     return int.from_bytes(digest, "big") / 2**64 < policy.holdout_fraction
 
 
-def counted(contacts: Iterable[Contact]) -> list[Contact]:
+def counted(contacts: Iterable[Contact], holdout: bool = False) -> list[Contact]:
     """Contacts that count against caps: every trigger emitted, withdrawn ones too (the sender may
-    have sent it before the cancellation reached it), but not holdout records (never sent)."""
-    return [c for c in contacts if not c[6] & HOLDOUT]
+    have sent it before the cancellation reached it). A holdout customer's caps count its own
+    holdout records instead, so the holdout is capped exactly like the treated group and the two
+    groups' conversions compare like with like."""
+    return [c for c in contacts if bool(c[6] & HOLDOUT) == holdout]
 
 
 def _over(times: list[int], s: int, caps: Caps) -> bool:
@@ -118,8 +120,9 @@ def _over(times: list[int], s: int, caps: Caps) -> bool:
     return False
 
 
-def cap_blocked(contacts: Iterable[Contact], channel: str, send_after: int, policy: Policy) -> bool:
-    live = counted(contacts)
+def cap_blocked(contacts: Iterable[Contact], channel: str, send_after: int, policy: Policy,
+                holdout: bool = False) -> bool:
+    live = counted(contacts, holdout)
     if _over([c[1] for c in live], send_after, policy.overall):
         return True
     caps = policy.channel_caps.get(channel)

@@ -21,7 +21,11 @@ from pipeline.profile.views import typical_interval_ms
 
 def _basis(state: ProfileState, timer: str) -> int | None:
     if timer == "cart_idle":
-        return state.cart_changed_at if state.cart else None
+        if not state.cart or state.cart_changed_at is None:
+            return None
+        if state.last_purchase_at is not None and state.last_purchase_at >= state.cart_changed_at:
+            return None  # bought since the cart last changed: what is left is not an abandoned cart
+        return state.cart_changed_at
     if timer == "browse_idle":
         if state.cart or not state.products:
             return None

@@ -96,6 +96,11 @@ def timer_key(due: int, profile: Ref, action: str) -> bytes:
     return TIMER_PREFIX + b"%013d/" % due + profile.encode() + b"\0" + action.encode()
 
 
+def timer_start(due: int) -> bytes:
+    """The first index key that can be due at ``due`` or later."""
+    return TIMER_PREFIX + b"%013d/" % max(due, 0)
+
+
 def viewed_key(sku: str, profile: Ref) -> bytes:
     return VIEWED_PREFIX + sku.encode() + b"\0" + profile.encode()
 
@@ -109,7 +114,8 @@ def parse_timer_key(key: bytes) -> tuple[int, Ref, str]:
 class RawStore(Protocol):
     def raw(self, partition: int, key: bytes) -> bytes | None: ...
 
-    def items(self, partition: int, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]: ...
+    def items(self, partition: int, prefix: bytes = b"",
+              start: bytes = b"") -> Iterator[tuple[bytes, bytes]]: ...
 
 
 @dataclass(slots=True)
@@ -303,7 +309,9 @@ class _Partition:
     unsent: dict[int, OutboxEntry] = field(default_factory=dict)  # durable, not yet acknowledged
     sent: set[int] = field(default_factory=set)  # acknowledged, key still to delete
     meta_dirty: bool = False
-
+    #: no live timer entry is due before this: a tick seeks past the entries it already fired (their
+    #: deletions would otherwise be stepped over on every tick until RocksDB compacts them away)
+    timer_floor: int = 0
 
 
 
@@ -505,6 +513,9 @@ class ProfileEngine:
             rec.state = merge(rec.state or ProfileState(), incoming, self.limits.caps)
             counts.merges_folded += 1
             _touch(part, target)
+            if self.decider is not None:
+                for e in self.decider.after_merge(target, rec.state, self.clock_ms(), counts.nba):
+                    self._emit(part, TRIGGERS, -1, target.encode(), [e.channel, e.record, e.kind])
 
     def _erase(self, part: _Partition, p: int, profile: Ref, rec: ProfileRecord, ev: Mapping[str, Any],
                counts: Counts) -> None:
@@ -604,6 +615,7 @@ class ProfileEngine:
             if armed != -1:
                 part.index[timer_key(armed, profile, action)] = False
             part.index[timer_key(due, profile, action)] = True
+            part.timer_floor = min(part.timer_floor, due)
             rec.timers[action] = [due, fired]
         if self.decider.feeds and (rec.viewed or rec.state.products):
             now_viewed = set(rec.state.products)
@@ -627,9 +639,11 @@ class ProfileEngine:
             return counts
         done = 0
         for p, part in self._parts.items():
-            for key, _value in self.store.items(p, TIMER_PREFIX):
+            floor = now + 1  # where the next tick starts, if every entry up to now is handled here
+            for key, _value in self.store.items(p, TIMER_PREFIX, timer_start(part.timer_floor)):
                 due, profile, action = parse_timer_key(key)
                 if due > now or done >= limit:
+                    floor = min(floor, due)
                     break
                 if key in part.index:
                     continue  # handled since the last commit
@@ -650,11 +664,13 @@ class ProfileEngine:
                 if pending[0] > now:  # the condition moved on (the cart was touched): re-arm
                     entry[0] = pending[0]
                     part.index[timer_key(pending[0], profile, action)] = True
+                    floor = min(floor, pending[0])
                     continue
                 entry[1] = pending[1]
                 for e in self.decider.on_timer(profile, rec.state, action, pending[0], pending[1],
                                                self.clock_ms(), counts.nba):
                     self._emit(part, TRIGGERS, -1, profile.encode(), [e.channel, e.record, e.kind])
+            part.timer_floor = floor
         return counts
 
     # ------------------------------------------------------------------ feeds
@@ -677,16 +693,24 @@ class ProfileEngine:
             sku = str(item.record["sku"])
             feed = {"id": item.record["feed_id"], "at": item.record["changed_at"], "sku": sku,
                     "category": item.record.get("category")}
+            within = self.decider.feed_window_ms("back_in_stock")
             prefix = VIEWED_PREFIX + sku.encode() + b"\0"
             for key, _value in self.store.items(p, prefix):
                 profile = key[len(prefix):].decode()
                 rec = self._get(part, p, profile)
-                if rec.state is None or sku not in rec.state.products:
+                state = rec.state
+                viewed = state.products.get(sku) if state is not None else None
+                if state is None or viewed is None:
                     part.index[key] = False  # stale: lazily dropped
                     continue
-                _touch(part, profile)
-                for e in self.decider.on_feed(profile, rec.state, "back_in_stock", feed, self.clock_ms(),
-                                              counts.nba):
+                if viewed[0] < feed["at"] - within:
+                    continue  # viewed too long ago to be told
+                recorded = counts.nba.recorded.total()
+                emitted = self.decider.on_feed(profile, state, "back_in_stock", feed, self.clock_ms(),
+                                               counts.nba)
+                if emitted or counts.nba.recorded.total() != recorded:
+                    _touch(part, profile)  # only a decision changes the profile: no write per viewer
+                for e in emitted:
                     self._emit(part, TRIGGERS, -1, profile.encode(), [e.channel, e.record, e.kind])
         return counts
 

@@ -97,6 +97,9 @@ class ProfileConfig:
     advertised_url: str
     batch_size: int = 2000
     commit_interval_s: float = 0.2
+    #: caught up, a commit follows a partial batch but never sooner than this after the last one: a
+    #: trickle of events costs at most 1/gap commits a second instead of one per poll
+    caught_up_gap_s: float = 0.02
     max_cached_records: int = 100_000
     secret: bytes = b"omnipipe"  # keys the erased-profile markers (the PII hash key in a worker)
     consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -289,7 +292,8 @@ class ProfileLoop:
                 # caught up (a partial batch): commit now, the triggers leave with it (latency); under
                 # load batches are full and commits come every commit_interval_s (throughput)
                 if (self._offsets or self._pending) and (now - last_commit >= cfg.commit_interval_s
-                                                         or len(batch) < cfg.batch_size):
+                                                         or (len(batch) < cfg.batch_size
+                                                             and now - last_commit >= cfg.caught_up_gap_s)):
                     self._commit(consumer, producer)
                     self._fire_timers()
                     last_commit = time.monotonic()

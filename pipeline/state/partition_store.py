@@ -53,11 +53,11 @@ class PartitionStore:
         batch.put(OFFSET_KEY, str(changelog_offset).encode())
         self.db(partition).write(batch)
 
-    def items(self, partition: int, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        """Records (never the offset marker) whose key starts with ``prefix``, in key order."""
+    def items(self, partition: int, prefix: bytes = b"", start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Records (never the offset marker) under ``prefix``, in key order, from ``start`` on."""
         it = self.db(partition).iter()
         try:
-            it.seek(prefix)
+            it.seek(max(prefix, start))
             while it.valid():
                 key = bytes(it.key())
                 if not key.startswith(prefix) or key == OFFSET_KEY:

@@ -320,6 +320,15 @@ def test_overall_day_cap_across_channels() -> None:
     assert not cap_blocked(mixed, "PUSH", T0 + 2 * HOUR_MS + DAY_MS, POLICY)
 
 
+def test_a_holdout_customer_is_capped_by_its_own_holdout_records_like_the_treated_group() -> None:
+    held = [contact(T0, "SMS", HOLDOUT)]
+    assert cap_blocked(held, "SMS", T0 + HOUR_MS, POLICY, holdout=True)
+    assert not cap_blocked(held, "SMS", T0 + HOUR_MS, POLICY)  # never sent: a treated decision ignores it
+    sent = [contact(T0, "SMS")]
+    assert cap_blocked(sent, "SMS", T0 + HOUR_MS, POLICY)
+    assert not cap_blocked(sent, "SMS", T0 + HOUR_MS, POLICY, holdout=True)
+
+
 def test_overall_week_cap_across_channels() -> None:
     only_overall = replace(POLICY, channel_caps={})
     spread = [contact(T0 + k * 13 * HOUR_MS, ("EMAIL", "PUSH", "SMS")[k % 3]) for k in range(12)]

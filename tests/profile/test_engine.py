@@ -49,9 +49,9 @@ class DictStore:
     def raw(self, partition: int, key: bytes) -> bytes | None:
         return self.data.get(partition, {}).get(key)
 
-    def items(self, partition: int, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+    def items(self, partition: int, prefix: bytes = b"", start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         for key in sorted(self.data.get(partition, {})):
-            if key.startswith(prefix):
+            if key.startswith(prefix) and key >= start:
                 yield key, self.data[partition][key]
 
     def write(self, partition: int, items: list[tuple[bytes, bytes | None]]) -> None:
