@@ -91,7 +91,9 @@ def _observed(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _wait_settled(worker: Worker, metric: str, quiet_s: float = 6.0, timeout: float = 240) -> None:
+def _wait_settled(worker: Worker, metric: str, quiet_s: float = 13.0, timeout: float = 240) -> None:
+    """Nothing folded or written for ``quiet_s``: longer than two session timeouts of the embedded mode
+    (6 s), so a rebalance still waiting for a killed member to expire is not taken for the end."""
     deadline = time.monotonic() + timeout
     last, since = -1.0, time.monotonic()
     while time.monotonic() < deadline:
