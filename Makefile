@@ -8,7 +8,7 @@ BENCH_EVENTS ?= 500000
 BENCH_REPEAT ?= 3
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit lint bench schemas clean
+.PHONY: help install demo test test-unit lint bench faults schemas clean
 
 help: ## list the commands
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ lint: $(STAMP) ## ruff and mypy
 
 bench: $(STAMP) ## ingest vs raw passthroughs, ratios from one run (BENCH_EVENTS=500000 BENCH_REPEAT=3)
 	$(BIN)/omnipipe bench --events $(BENCH_EVENTS) --repeat $(BENCH_REPEAT)
+
+faults: $(STAMP) ## fault scenarios on real workers, minutes each (FAULTS_ARGS="--only crash --kills 10")
+	$(BIN)/omnipipe faults $(FAULTS_ARGS)
 
 schemas: $(STAMP) ## register changed schema sources as new versions (checks compatibility)
 	$(BIN)/python -m pipeline.contracts.register

@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("file", type=Path)
     pub.add_argument("--check", action="store_true", help="only validate against the action catalogue")
 
+    faults = sub.add_parser("faults", help="fault scenarios on real worker processes: crash, poison, "
+                                           "rebuild, scale, erasure, slow sender (prints PASS/FAIL)")
+    from pipeline.faults.suite import add_arguments
+
+    add_arguments(faults)
+
     evaluate = sub.add_parser("evaluate", help="score a stage's output against a simulation's ground truth")
     stages = evaluate.add_subparsers(dest="stage", required=True)
     ident = stages.add_parser(
@@ -120,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_bench(settings, args)
         if args.command == "evaluate":
             return _evaluate(settings, args)
+        if args.command == "faults":
+            from pipeline.faults.suite import run_suite
+
+            return run_suite(args)
         if args.command == "models":
             from pipeline.nba.publish import publish_models
 

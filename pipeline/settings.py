@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     profile_commit_interval_s: float = Field(0.2, alias="OMNIPIPE_PROFILE_COMMIT_INTERVAL_S", gt=0)
     # next-best-action decision time: "wall" (production) or "event": the newest event time the
     # worker has seen (stream time), for replays of history such as the demo's simulation
-    nba_clock: Literal["wall", "event"] = Field("wall", alias="OMNIPIPE_NBA_CLOCK")
+    nba_clock: Literal["wall", "event", "occasion"] = Field("wall", alias="OMNIPIPE_NBA_CLOCK")
     web_advertised_url: str | None = Field(
         None, alias="OMNIPIPE_WEB_ADVERTISED_URL",
         description="How other workers reach this one's web server (lookups are routed to the owner).",

@@ -111,7 +111,10 @@ class ProfileConfig:
     stock_topic: str = ""
     stock_subject: str = ""
     timers_per_tick: int = 10_000
-    decision_clock: str = "wall"  # or "event": stream time (the newest event time seen), for replays
+    #: "wall"; "event": stream time (the newest event time seen), for replays; "occasion": each decision
+    #: as of its own occasion (the event's time, the timer's due time): a pure function of the profile's
+    #: history, so a crash-and-replay run can be checked against a recomputation (timers fire at stream time)
+    decision_clock: str = "wall"
 
 
 @dataclass
@@ -147,8 +150,10 @@ class ProfileLoop:
             decider = Decider(config.actions, self.models, config.limits.caps.contacts)
         self._nba = nba_metrics
         self._pending = False  # state changed outside the consumed inputs (timers, feed records)
-        decide_at = clock_ms if config.decision_clock == "wall" else self._stream_time
-        self._decision_ms = decide_at
+        if config.decision_clock not in ("wall", "event", "occasion"):
+            raise ValueError(f"unknown decision clock {config.decision_clock!r}")
+        self._decision_ms = clock_ms if config.decision_clock == "wall" else self._stream_time
+        decide_at = (lambda: 0) if config.decision_clock == "occasion" else self._decision_ms
         self.engine = ProfileEngine(config.limits, partition_of, self.store, decide_at,
                                     max_cached=config.max_cached_records, secret=config.secret,
                                     decider=decider)

@@ -1,0 +1,51 @@
+"""``omnipipe faults``: run the chosen scenarios, print one PASS/FAIL block each, exit 1 on any failure."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.faults.scenario import Result
+
+SCENARIOS = ("crash",)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {SCENARIOS}")
+    p.add_argument("--out", type=Path, default=Path("var/faults"), help="state, logs and broker log")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--customers", type=int, default=20_000)
+    p.add_argument("--events", type=int, default=200_000, help="crash: web events (consents on top)")
+    p.add_argument("--kills", type=int, default=10, help="crash: kill -9 this many times")
+    p.add_argument("--rate", type=float, default=2_000.0, help="crash: offered events/s")
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(SCENARIOS))
+    if unknown:
+        raise SystemExit(f"omnipipe faults: unknown scenario(s) {unknown}; known: {list(SCENARIOS)}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    runners: dict[str, Callable[[Path], Result]] = {
+        "crash": lambda out: _crash(out, args),
+    }
+    results = []
+    for name in chosen:
+        out = args.out / f"{stamp}-{name}"
+        print(f"--- {name} (state and logs in {out})", flush=True)
+        result = runners[name](out)
+        results.append(result)
+        print(result.render(), flush=True)
+    failed = [r.name for r in results if not r.passed]
+    tail = f"; FAILED: {failed}" if failed else ""
+    print(f"faults: {len(results) - len(failed)}/{len(results)} passed{tail}")
+    return 1 if failed else 0
+
+
+def _crash(out: Path, args: argparse.Namespace) -> Result:
+    from pipeline.faults.crash import run_crash
+
+    return run_crash(out, customers=args.customers, events=args.events, kills=args.kills, rate=args.rate,
+                     seed=args.seed)

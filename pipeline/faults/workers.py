@@ -1,0 +1,103 @@
+"""Real worker processes over one broker: start, kill -9, restart, scrape."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from pipeline.metrics.scrape import Scrape, scrape
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class WorkerProcess:
+    """``python -m pipeline worker`` with its own state directory, port and log; restartable."""
+
+    def __init__(self, name: str, env: Mapping[str, str], state: Path, logs: Path) -> None:
+        self.name = name
+        self.state = state
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._env = {**env, "OMNIPIPE_DATA_DIR": str(state), "OMNIPIPE_WEB_PORT": str(self.port)}
+        self._logs = logs
+        self.starts = 0
+        self.kills = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self._logs / f"{self.name}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        log.write(f"\n=== start {self.starts} ===\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", "worker"], env=self._env,
+                                     stdout=log, stderr=subprocess.STDOUT)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        """A worker that exits on its own is a failure of the pipeline, not of the scenario."""
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"worker {self.name} exited with {self.proc.returncode}:\n{tail}")
+
+    def kill(self) -> None:
+        if self.running():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+            self.kills += 1
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.running():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        self.proc = None
+
+    def metrics(self) -> Scrape | None:
+        with contextlib.suppress(OSError):
+            return scrape(self.url + "/metrics")
+        return None
+
+    def wait_up(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            m = self.metrics()
+            if m is not None and m.value("omnipipe_profile_restore_seconds_count") >= 1:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"worker {self.name} did not take partitions within {timeout:.0f}s")
+
+
+def worker_env(bootstrap: str, hash_key: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "OMNIPIPE_"))}
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "OMNIPIPE_PII_HASH_KEY": hash_key,
+        "OMNIPIPE_LOCAL_BROKER": "1",
+        "OMNIPIPE_LOG_LEVEL": "WARNING",
+        **extra,
+    })
+    return env
