@@ -130,8 +130,9 @@ def run_crash(out: Path, *, customers: int, events: int, kills: int, rate: float
             t0 = time.monotonic()
             thread.start()
             moments: list[float] = []
+            spacing = len(stream) / rate / (kills + 1)  # spread over the whole stream
             while len(moments) < kills:
-                time.sleep(rng.uniform(2.0, 8.0))
+                time.sleep(rng.uniform(0.3, 1.7) * spacing)
                 victim = rng.choice(workers)
                 for w in workers:
                     if w is not victim:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline.faults.scenario import Result
 
-SCENARIOS = ("crash",)
+SCENARIOS = ("crash", "poison", "rebuild")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", type=int, default=200_000, help="crash: web events (consents on top)")
     p.add_argument("--kills", type=int, default=10, help="crash: kill -9 this many times")
     p.add_argument("--rate", type=float, default=2_000.0, help="crash: offered events/s")
+    p.add_argument("--poison-events", type=int, default=1_000_000, help="poison: good events, roughly")
+    p.add_argument("--rebuild-events", type=int, default=300_000, help="rebuild: simulated events, roughly")
+    p.add_argument("--bad-ratio", type=float, default=0.01, help="poison: share of malformed records")
 
 
 def run_suite(args: argparse.Namespace) -> int:
@@ -30,6 +33,8 @@ def run_suite(args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runners: dict[str, Callable[[Path], Result]] = {
         "crash": lambda out: _crash(out, args),
+        "poison": lambda out: _poison(out, args),
+        "rebuild": lambda out: _rebuild(out, args),
     }
     results = []
     for name in chosen:
@@ -49,3 +54,15 @@ def _crash(out: Path, args: argparse.Namespace) -> Result:
 
     return run_crash(out, customers=args.customers, events=args.events, kills=args.kills, rate=args.rate,
                      seed=args.seed)
+
+
+def _poison(out: Path, args: argparse.Namespace) -> Result:
+    from pipeline.faults.poison import run_poison
+
+    return run_poison(out, events=args.poison_events, bad_ratio=args.bad_ratio, seed=args.seed)
+
+
+def _rebuild(out: Path, args: argparse.Namespace) -> Result:
+    from pipeline.faults.rebuild import run_rebuild
+
+    return run_rebuild(out, events=args.rebuild_events, seed=args.seed)

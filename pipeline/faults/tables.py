@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,3 +41,24 @@ def profile_table(client: Mapping[str, Any], changelog: str, commits: str) -> di
             return out
         finally:
             store.close()
+
+
+def local_digest(stage_dir: Path, prefixes: tuple[bytes, ...]) -> tuple[str, int]:
+    """SHA-256 over a stage's local records under ``prefixes`` (every partition, key order), and how many.
+
+    The stage's own bookkeeping (changelog offset marker, meta, outbox) is left out: it says how far a
+    database got, not what the table holds.
+    """
+    store = PartitionStore(stage_dir)
+    h = hashlib.sha256()
+    n = 0
+    try:
+        for part in sorted(stage_dir.glob("partition-*"), key=lambda d: int(d.name.split("-")[1])):
+            p = int(part.name.split("-")[1])
+            for prefix in prefixes:
+                for key, value in store.items(p, prefix):
+                    h.update(b"%d|%d|%b|%d|%b" % (p, len(key), key, len(value), value))
+                    n += 1
+    finally:
+        store.close()
+    return h.hexdigest(), n
