@@ -22,6 +22,7 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int = -1  # the producer's CreateTime unless the topic says otherwise
 
 
 def iter_topic(
@@ -53,7 +54,8 @@ def iter_topic(
                     continue
                 at_eof.discard(part)
                 last_data = time.monotonic()
-                yield Record(part, msg.offset(), msg.key(), msg.value())  # type: ignore[arg-type]
+                yield Record(part, msg.offset(), msg.key(), msg.value(),  # type: ignore[arg-type]
+                             msg.timestamp()[1])
             if len(at_eof) == len(partitions) and time.monotonic() - last_data >= idle_s:
                 return
         raise TimeoutError(f"reading {topic} did not reach its end within {timeout_s}s")

@@ -24,6 +24,7 @@ import random
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from pipeline.broker.reader import iter_topic
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
 from pipeline.faults.lag import lags, stage_inputs
-from pipeline.faults.reference import recompute
+from pipeline.faults.reference import Expected, profile_of, recompute
 from pipeline.faults.scenario import Result
 from pipeline.faults.tables import profile_table
 from pipeline.faults.workers import WorkerProcess, worker_env
@@ -99,8 +100,6 @@ def run_crash(out: Path, *, customers: int, events: int, kills: int, rate: float
     rng = random.Random(seed)
     catalogue = load_catalogue().with_partitions(PARTITIONS)
     codec = AvroCodec(SchemaCatalogue.load(), max_record_size=4 * 1024 * 1024)
-    actions = load_action_catalogue(ACTIONS)
-    limits = load_profile_limits(None)
     work = Workload(customers, events, seed, end_ms=int(time.time() * 1000) - DAY_MS)
     with EmbeddedBroker(log_path=out / "tansu.log") as broker:
         client = {"bootstrap.servers": broker.bootstrap_servers}
@@ -150,48 +149,71 @@ def run_crash(out: Path, *, customers: int, events: int, kills: int, rate: float
         finally:
             for w in workers:
                 w.stop()
-        canonical = catalogue["canonical"]
-        got_events = _read(client, canonical.name, canonical.avro_subject, codec)
-        unique: dict[str, dict[str, Any]] = {}
-        for e in got_events:  # a re-ingested copy has a later ingest_time: the stages keep the first
-            unique.setdefault(e["event_id"], e)
-        res.figures["canonical events"] = f"{len(got_events):,} records, {len(unique):,} distinct"
-        res.check("every published event reached the canonical topic",
-                  len(unique) == len(phase1) + len(stream))
-        expected = recompute(unique.values(), actions, limits)
-        got: list[dict[str, Any]] = []
-        for channel in ("EMAIL", "PUSH", "SMS"):
-            spec = catalogue.trigger_topic(channel)
-            got += _read(client, spec.name, spec.avro_subject, codec)
-        per_key = Counter(t["idempotency_key"] for t in got)
-        by_key = {t["idempotency_key"]: t for t in got}
-        missing = set(expected.triggers) - set(by_key)
-        extra = set(by_key) - set(expected.triggers)
-        differ = [k for k in set(expected.triggers) & set(by_key) if expected.triggers[k] != by_key[k]]
-        repeats = sum(n - 1 for n in per_key.values())
-        decisions = sum(expected.counts.decisions.values())
-        res.figures["triggers"] = (f"expected {len(expected.triggers):,} (of {decisions:,} decisions), "
-                                   f"on the "
-                                   f"topics {len(got):,} records = {len(by_key):,} keys + {repeats:,} "
-                                   f"repeats (at-least-once, dropped by key)")
-        res.figures["by action"] = dict(sorted(Counter(t["action"] for t in by_key.values()).items()))
-        res.check(f"0 expected triggers missing (missing: {len(missing)})", not missing)
-        res.check(f"0 keys the reference does not expect, i.e. 0 duplicates after dropping by key "
-                  f"(unexpected: {len(extra)})", not extra)
-        res.check(f"every trigger equals the recomputed one (differ: {len(differ)})", not differ)
-        table = profile_table(client, catalogue["profile_changelog"].name, catalogue["profile_commits"].name)
-        wrong = [p for p, s in expected.states.items() if p not in table or _comparable(table[p]) !=
-                 _comparable(s)]
-        foreign = [p for p, s in table.items() if not set(s.merged_from) <= set(s.identifiers)]
-        strays = set(table) - set(expected.states)
-        res.figures["profiles"] = (f"{len(table):,} in the changelog-rebuilt table, {len(expected.states):,} "
-                                   f"recomputed; {len(wrong):,} differ, {len(strays):,} not expected")
-        res.check("profile table equals the recomputation from the input", not wrong and not strays)
-        res.check(f"profiles merged in are the customer's own identifiers (other: {len(foreign)})",
-                  not foreign)
+        verify(res, client, catalogue, codec, published=len(phase1) + len(stream))
         res.check(f"at least {kills} kill -9 with restart", sum(w.kills for w in workers) >= kills)
-        for sample in (sorted(missing)[:2] + sorted(extra)[:2] + differ[:2]):
-            res.notes.append(f"sample: {sample}")
-        for p in wrong[:2]:
-            res.notes.append(f"profile {p} differs in {_fields_differing(table.get(p), expected.states[p])}")
     return res.finish()
+
+
+@dataclass
+class Observed:
+    """What the run left on the broker, for scenario-specific checks after ``verify``."""
+
+    events: dict[str, dict[str, Any]]  # event id -> the first canonical copy
+    triggers: list[tuple[dict[str, Any], int]]  # every trigger record on the topics, with its timestamp
+    table: dict[str, ProfileState]
+    expected: Expected
+
+
+def verify(res: Result, client: dict[str, Any], catalogue: TopicCatalogue, codec: AvroCodec, *,
+           published: int, leave_out: frozenset[str] = frozenset()) -> Observed:
+    """The recomputation from the canonical events against the trigger topics and the profile table.
+
+    ``leave_out``: profiles not compared (erased people: the erasure scenario checks those itself).
+    """
+    actions = load_action_catalogue(ACTIONS)
+    limits = load_profile_limits(None)
+    canonical = catalogue["canonical"]
+    got_events = _read(client, canonical.name, canonical.avro_subject, codec)
+    unique: dict[str, dict[str, Any]] = {}
+    for e in got_events:  # a re-ingested copy has a later ingest_time: the stages keep the first
+        unique.setdefault(e["event_id"], e)
+    res.figures["canonical events"] = f"{len(got_events):,} records, {len(unique):,} distinct"
+    res.check("every published event reached the canonical topic", len(unique) == published)
+    expected = recompute((e for e in unique.values() if profile_of(e) not in leave_out
+                          and e["type"] != "erasure_request"), actions, limits)
+    stamped: list[tuple[dict[str, Any], int]] = []
+    for channel in ("EMAIL", "PUSH", "SMS"):
+        spec = catalogue.trigger_topic(channel)
+        stamped += [(codec.decode(r.value, spec.avro_subject), r.timestamp_ms)
+                    for r in iter_topic(client, spec.name, idle_s=1.0, timeout_s=600) if r.value is not None]
+    got = [t for t, _ts in stamped if t["profile_id"] not in leave_out]
+    per_key = Counter(t["idempotency_key"] for t in got)
+    by_key = {t["idempotency_key"]: t for t in got}
+    missing = set(expected.triggers) - set(by_key)
+    extra = set(by_key) - set(expected.triggers)
+    differ = [k for k in set(expected.triggers) & set(by_key) if expected.triggers[k] != by_key[k]]
+    repeats = sum(n - 1 for n in per_key.values())
+    decisions = sum(expected.counts.decisions.values())
+    res.figures["triggers"] = (f"expected {len(expected.triggers):,} (of {decisions:,} decisions); on the "
+                               f"topics {len(got):,} records = {len(by_key):,} keys + {repeats:,} repeats "
+                               f"(at-least-once, dropped by key)")
+    res.figures["by action"] = dict(sorted(Counter(t["action"] for t in by_key.values()).items()))
+    res.check(f"0 expected triggers missing (missing: {len(missing)})", not missing)
+    res.check(f"0 keys the reference does not expect, i.e. 0 duplicates after dropping by key "
+              f"(unexpected: {len(extra)})", not extra)
+    res.check(f"every trigger equals the recomputed one (differ: {len(differ)})", not differ)
+    table = profile_table(client, catalogue["profile_changelog"].name, catalogue["profile_commits"].name)
+    compared = {p: s for p, s in table.items() if p not in leave_out}
+    wrong = [p for p, s in expected.states.items() if p not in compared or _comparable(compared[p]) !=
+             _comparable(s)]
+    foreign = [p for p, s in compared.items() if not set(s.merged_from) <= set(s.identifiers)]
+    strays = set(compared) - set(expected.states)
+    res.figures["profiles"] = (f"{len(compared):,} in the changelog-rebuilt table, {len(expected.states):,} "
+                               f"recomputed; {len(wrong):,} differ, {len(strays):,} not expected")
+    res.check("profile table equals the recomputation from the input", not wrong and not strays)
+    res.check(f"profiles merged in are the customer's own identifiers (other: {len(foreign)})", not foreign)
+    for sample in (sorted(missing)[:2] + sorted(extra)[:2] + differ[:2]):
+        res.notes.append(f"sample: {sample}")
+    for p in wrong[:2]:
+        res.notes.append(f"profile {p} differs in {_fields_differing(compared.get(p), expected.states[p])}")
+    return Observed(unique, stamped, table, expected)

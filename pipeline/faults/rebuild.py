@@ -78,7 +78,7 @@ def run_rebuild(out: Path, *, events: int, seed: int) -> Result:
         finally:
             worker.stop()
         after = _digests(state)
-    profiles = before["profile"][1]
+    profiles = local_digest(state / "profile", (PROFILE_PREFIX,))[1]
     res.figures["run"] = f"{stats.events:,} simulated events over {customers:,} customers, one worker"
     for stage in ("identity", "profile"):
         (d0, n0), (d1, n1) = before[stage], after[stage]
@@ -88,6 +88,6 @@ def run_rebuild(out: Path, *, events: int, seed: int) -> Result:
     if restored and profiles:
         per = {s: t / profiles * 100_000 for s, t in restored.items()}
         res.figures["rebuild time"] = (f"identity {restored['identity']:.1f}s, profile "
-                                       f"{restored['profile']:.1f}s (in parallel) for {profiles:,} profile "
-                                       f"records: {per['identity']:.1f}s and {per['profile']:.1f}s per 100k")
+                                       f"{restored['profile']:.1f}s (in parallel) for {profiles:,} profiles: "
+                                       f" {per['identity']:.1f}s and {per['profile']:.1f}s per 100k")
     return res.finish()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline.faults.scenario import Result
 
-SCENARIOS = ("crash", "poison", "rebuild")
+SCENARIOS = ("crash", "poison", "rebuild", "erasure")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,6 +35,7 @@ def run_suite(args: argparse.Namespace) -> int:
         "crash": lambda out: _crash(out, args),
         "poison": lambda out: _poison(out, args),
         "rebuild": lambda out: _rebuild(out, args),
+        "erasure": lambda out: _erasure(out, args),
     }
     results = []
     for name in chosen:
@@ -66,3 +67,10 @@ def _rebuild(out: Path, args: argparse.Namespace) -> Result:
     from pipeline.faults.rebuild import run_rebuild
 
     return run_rebuild(out, events=args.rebuild_events, seed=args.seed)
+
+
+def _erasure(out: Path, args: argparse.Namespace) -> Result:
+    from pipeline.faults.erasure import run_erasure
+
+    return run_erasure(out, customers=args.customers, events=args.events, rate=args.rate, share=0.01,
+                       seed=args.seed)

@@ -10,6 +10,7 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
+from pipeline.broker.reader import iter_topic
 from pipeline.profile.engine import PROFILE_PREFIX, decode_record
 from pipeline.profile.state import ProfileState
 from pipeline.state.changelog import read_done_commits, restore_partitions
@@ -22,6 +23,27 @@ def _partitions(client: Mapping[str, Any], topic: str) -> list[int]:
         return sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
     finally:
         c.close()
+
+
+def rebuilt_keys(client: Mapping[str, Any], changelog: str, commits: str) -> set[bytes]:
+    """Every key a table rebuilt from ``changelog`` holds (incomplete commits skipped, tombstones applied)."""
+    with tempfile.TemporaryDirectory(prefix="omnipipe-faults-table-") as tmp:
+        store = PartitionStore(Path(tmp))
+        try:
+            parts = _partitions(client, changelog)
+            restore_partitions(store, client, changelog, parts, done=read_done_commits(client, commits))
+            return {key for p in parts for key, _value in store.items(p)}
+        finally:
+            store.close()
+
+
+def last_words(client: Mapping[str, Any], changelog: str) -> dict[bytes, bytes | None]:
+    """Each key's latest record on the changelog as written (the broker may not have compacted it)."""
+    out: dict[bytes, bytes | None] = {}
+    for r in iter_topic(client, changelog, idle_s=1.0, timeout_s=600):
+        if r.key is not None:
+            out[r.key] = r.value
+    return out
 
 
 def profile_table(client: Mapping[str, Any], changelog: str, commits: str) -> dict[str, ProfileState]:
