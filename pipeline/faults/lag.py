@@ -48,3 +48,17 @@ def lags(client: Mapping[str, Any], groups: Mapping[str, list[str]]) -> dict[tup
         finally:
             c.close()
     return out
+
+
+def committed_sum(client: Mapping[str, Any], groups: Mapping[str, list[str]]) -> int:
+    """Records the groups have committed on their topics, summed (how far a stage has got)."""
+    total = 0
+    for group, topics in groups.items():
+        c = Consumer({**client, "group.id": group, "enable.auto.commit": False})
+        try:
+            tps = [TopicPartition(t, p) for t in topics
+                   for p in c.list_topics(t, timeout=10).topics[t].partitions]
+            total += sum(max(0, tp.offset) for tp in c.committed(tps, timeout=10))
+        finally:
+            c.close()
+    return total

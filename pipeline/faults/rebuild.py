@@ -88,6 +88,6 @@ def run_rebuild(out: Path, *, events: int, seed: int) -> Result:
     if restored and profiles:
         per = {s: t / profiles * 100_000 for s, t in restored.items()}
         res.figures["rebuild time"] = (f"identity {restored['identity']:.1f}s, profile "
-                                       f"{restored['profile']:.1f}s (in parallel) for {profiles:,} profiles: "
+                                       f"{restored['profile']:.1f}s (in parallel) for {profiles:,} profiles:"
                                        f" {per['identity']:.1f}s and {per['profile']:.1f}s per 100k")
     return res.finish()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline.faults.scenario import Result
 
-SCENARIOS = ("crash", "poison", "rebuild", "erasure")
+SCENARIOS = ("crash", "poison", "rebuild", "scale", "erasure", "slow-sender")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=2_000.0, help="crash: offered events/s")
     p.add_argument("--poison-events", type=int, default=1_000_000, help="poison: good events, roughly")
     p.add_argument("--rebuild-events", type=int, default=300_000, help="rebuild: simulated events, roughly")
+    p.add_argument("--stall", type=float, default=120.0, help="slow-sender: seconds the e-mail sender stops")
     p.add_argument("--bad-ratio", type=float, default=0.01, help="poison: share of malformed records")
 
 
@@ -36,6 +37,8 @@ def run_suite(args: argparse.Namespace) -> int:
         "poison": lambda out: _poison(out, args),
         "rebuild": lambda out: _rebuild(out, args),
         "erasure": lambda out: _erasure(out, args),
+        "scale": lambda out: _scale(out, args),
+        "slow-sender": lambda out: _slow_sender(out, args),
     }
     results = []
     for name in chosen:
@@ -74,3 +77,18 @@ def _erasure(out: Path, args: argparse.Namespace) -> Result:
 
     return run_erasure(out, customers=args.customers, events=args.events, rate=args.rate, share=0.01,
                        seed=args.seed)
+
+
+def _scale(out: Path, args: argparse.Namespace) -> Result:
+    from pipeline.faults.scale import run_scale
+
+    return run_scale(out, customers=args.customers // 2, events=args.events // 2, rate=args.rate,
+                     seed=args.seed)
+
+
+def _slow_sender(out: Path, args: argparse.Namespace) -> Result:
+    from pipeline.faults.slow_sender import run_slow_sender
+
+    seconds, rate = args.stall + 60.0, args.rate / 4  # a steady load the worker keeps up with
+    return run_slow_sender(out, customers=max(100, int(rate * seconds / 10)), rate=rate, seconds=seconds,
+                           stall=args.stall, seed=args.seed)
