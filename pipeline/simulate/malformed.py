@@ -7,19 +7,27 @@ codec implementation, and the schema id of a subject is read back from a
 frame it produced.
 
 Reason codes match ``pipeline.ingest.reasons.Reason``; ingest must dead-letter
-each record with exactly that code.
+each record with exactly that code. :data:`REASONS` holds every reason a
+producer's data can cause (all of ``Reason`` but ``unknown_topic`` and
+``internal_error``, which say something about ingest, not the record). Most
+can be made for any ingest topic; :data:`ONLY_ON` lists those that cannot
+(``invalid_amount`` needs a schema with amounts, ``invalid_control`` the
+privacy control topic), and :func:`assignment` only pairs a reason with a
+topic it can be made for.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.simulate.journeys import DAY_MS, sample_record
+from pipeline.simulate.journeys import APP, DAY_MS, POS, PRIVACY, TOPIC_KEYS, WEB, sample_record
+from pipeline.topology.catalogue import load_catalogue
 
 Encode = Callable[[str, dict[str, Any]], bytes]
 
@@ -31,14 +39,35 @@ EMPTY = "empty"
 MISSING_IDENTIFIERS = "missing_identifiers"
 FUTURE_EVENT_TIME = "future_event_time"
 OVERSIZE = "oversize"
+SCHEMA_MISMATCH = "schema_mismatch"
+INVALID_IDENTIFIER = "invalid_identifier"
+STALE_EVENT_TIME = "stale_event_time"
+INVALID_AMOUNT = "invalid_amount"
+INVALID_CONTROL = "invalid_control"
 REASONS: tuple[str, ...] = (NOT_AVRO, BAD_MAGIC_BYTE, UNKNOWN_SCHEMA_ID, TRUNCATED, EMPTY,
-                            MISSING_IDENTIFIERS, FUTURE_EVENT_TIME, OVERSIZE)
+                            MISSING_IDENTIFIERS, FUTURE_EVENT_TIME, OVERSIZE, SCHEMA_MISMATCH,
+                            INVALID_IDENTIFIER, STALE_EVENT_TIME, INVALID_AMOUNT, INVALID_CONTROL)
 
 #: Ingest's default record limit (``IngestRules.max_record_bytes``).
 MAX_RECORD_BYTES = 256 * 1024
+#: Ingest's default oldest acceptable event (``IngestRules.max_event_age_ms``).
+MAX_EVENT_AGE_MS = 400 * DAY_MS
 UNKNOWN_ID = 999_999
 FUTURE_SKEW_MS = 30 * DAY_MS
+#: How far past ingest's age limit a stale record is, so a late consumer still finds it stale.
+STALE_MARGIN_MS = 30 * DAY_MS
 _HEADER = 5  # magic byte + 4-byte schema id
+
+#: The purchase type of each topic whose schema carries an order amount.
+_PURCHASE_TYPE = {WEB: "PURCHASE", APP: "PURCHASE", POS: "STORE_PURCHASE"}
+
+#: Reasons that can only be made for some topics; every other reason applies to every
+#: ingest topic. Ingest reports a refused field as ``invalid_amount`` on a channel topic
+#: and as ``invalid_control`` on the privacy topic, so each needs its own kind of topic.
+ONLY_ON: Mapping[str, frozenset[str]] = {
+    INVALID_AMOUNT: frozenset(_PURCHASE_TYPE),
+    INVALID_CONTROL: frozenset({PRIVACY}),
+}
 
 # Which string field of each subject can carry a huge value (all are ["null", "string"]).
 _BIG_FIELD = {"web": "url", "app": "query", "pos": "receipt_id", "callcenter": "outcome",
@@ -55,6 +84,9 @@ class BadContext:
     record: Mapping[str, Any]  # a valid record for ``subject``
     now_ms: int  # the run's "now": max(wall clock, end of simulated time)
     seq: int  # number of this bad record in the run
+    seed: int = 0  # the run's seed, for records built from scratch
+    #: topic key -> subject of every ingest topic (``schema_mismatch`` writes another one's)
+    subjects: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +196,78 @@ def oversize(ctx: BadContext) -> bytes:
     return value
 
 
+def schema_mismatch(ctx: BadContext) -> bytes:
+    """A well-formed record of another ingest topic's subject, sent to this topic.
+
+    Its schema id is registered, but for a schema (another record name) that
+    cannot be read as this topic's subject: a producer using the wrong
+    serializer. Which other topic it comes from rotates with ``seq``.
+    """
+    others = [k for k, subject in ctx.subjects.items() if subject != ctx.subject]
+    if not others:
+        raise ValueError("schema_mismatch needs the subjects of other ingest topics")
+    other = others[ctx.seq % len(others)]
+    record = sample_record(other, ctx.seed, ctx.seq, int(ctx.record["event_time"]))
+    value = ctx.encode(ctx.subjects[other], record)
+    if value[1:_HEADER] == struct.pack(">I", schema_id_of(ctx)):
+        raise ValueError(f"{ctx.subjects[other]} and {ctx.subject} share a schema id")
+    return value
+
+
+#: (identifier kind, a value ingest's format checks refuse); which one rotates with ``seq``.
+_BAD_IDENTIFIERS = (
+    ("email", "no-at-sign.example.com"),  # not an e-mail address
+    ("phone", "call me maybe"),  # not 7 to 15 digits
+    ("customer_id", "cust 0042"),  # opaque ids cannot contain spaces
+    ("device_id", "d" * 129),  # nor be longer than 128 characters
+)
+
+
+def invalid_identifier(ctx: BadContext) -> bytes:
+    """A valid record with one identifier of an impossible format; the others are fine."""
+    rec = copy.deepcopy(dict(ctx.record))
+    kind, value = _BAD_IDENTIFIERS[ctx.seq % len(_BAD_IDENTIFIERS)]
+    rec["identifiers"][kind] = value
+    return ctx.encode(ctx.subject, rec)
+
+
+def stale_event_time(ctx: BadContext) -> bytes:
+    """A valid record stamped 430 days before the run's "now" (30 past ingest's limit)."""
+    rec = copy.deepcopy(dict(ctx.record))
+    rec["event_time"] = ctx.now_ms - MAX_EVENT_AGE_MS - STALE_MARGIN_MS
+    return ctx.encode(ctx.subject, rec)
+
+
+def invalid_amount(ctx: BadContext) -> bytes:
+    """A purchase whose amount no later stage can apply: negative, NaN or infinite (by ``seq``).
+
+    Only for topics with amounts (:data:`ONLY_ON`); the negative one is a
+    refund sent as a purchase.
+    """
+    purchase = _PURCHASE_TYPE.get(ctx.topic_key)
+    if purchase is None:
+        raise ValueError(f"topic {ctx.topic_key!r} has no amount; invalid_amount needs one of "
+                         f"{sorted(_PURCHASE_TYPE)}")
+    rec = copy.deepcopy(dict(ctx.record))
+    items = rec.get("items") or ([rec["product"]] if rec.get("product") else [])
+    total = sum(it["quantity"] * it["unit_price"] for it in items) or 10.0
+    rec.update(type=purchase, items=items, amount=(-total, float("nan"), float("inf"))[ctx.seq % 3],
+               currency=rec.get("currency") or "GBP")
+    if ctx.topic_key != POS:
+        rec["order_id"] = f"bad-order-{ctx.seq}"
+    return ctx.encode(ctx.subject, rec)
+
+
+def invalid_control(ctx: BadContext) -> bytes:
+    """A consent change that does not say which channel, or whether it is granted (by ``seq``)."""
+    if ctx.topic_key != PRIVACY:
+        raise ValueError(f"invalid_control is a privacy control record, not one for {ctx.topic_key!r}")
+    rec = copy.deepcopy(dict(ctx.record))
+    rec["type"] = "CONSENT_CHANGE"
+    rec["consent_channel" if ctx.seq % 2 == 0 else "granted"] = None
+    return ctx.encode(ctx.subject, rec)
+
+
 MAKERS: dict[str, Callable[[BadContext], bytes]] = {
     NOT_AVRO: not_avro,
     BAD_MAGIC_BYTE: bad_magic_byte,
@@ -173,31 +277,69 @@ MAKERS: dict[str, Callable[[BadContext], bytes]] = {
     MISSING_IDENTIFIERS: missing_identifiers,
     FUTURE_EVENT_TIME: future_event_time,
     OVERSIZE: oversize,
+    SCHEMA_MISMATCH: schema_mismatch,
+    INVALID_IDENTIFIER: invalid_identifier,
+    STALE_EVENT_TIME: stale_event_time,
+    INVALID_AMOUNT: invalid_amount,
+    INVALID_CONTROL: invalid_control,
 }
+
+
+def can_make(reason: str, topic_key: str) -> bool:
+    """Whether a ``reason`` record can be made for ``topic_key`` (see :data:`ONLY_ON`)."""
+    only = ONLY_ON.get(reason)
+    return only is None or topic_key in only
+
+
+def topics_for(reason: str, topic_keys: Sequence[str] = TOPIC_KEYS) -> tuple[str, ...]:
+    """The topics of ``topic_keys`` a ``reason`` record can be made for, in their order."""
+    return tuple(t for t in topic_keys if can_make(reason, t))
 
 
 def assignment(seq: int, topic_keys: Sequence[str], reasons: Sequence[str] = REASONS) -> tuple[str, str]:
     """(reason, topic_key) of the ``seq``-th bad record.
 
-    Walks every (reason, topic) pair once per ``len(reasons) * len(topics)``
-    records, reasons changing fastest, so even a short run covers every reason
-    and, soon after, every topic.
+    Only pairs a reason with a topic it can be made for (:func:`can_make`);
+    a reason none of ``topic_keys`` allows is left out (ValueError if that
+    leaves nothing). Every ``len(reasons) * len(topic_keys)`` records (counting
+    only the reasons kept) each reason comes equally often, reasons changing
+    fastest, and each reason visits every topic it allows, so even a short run
+    covers every reason and, soon after, every (reason, topic) pair. When every
+    reason allows every topic, each pair comes exactly once per cycle.
     """
     if not topic_keys or not reasons:
         raise ValueError("need at least one topic and one reason")
-    n_r, n_t = len(reasons), len(topic_keys)
+    usable = [(r, allowed) for r in reasons if (allowed := topics_for(r, topic_keys))]
+    if not usable:
+        raise ValueError(f"none of the reasons {list(reasons)} can be made for topics {list(topic_keys)}")
+    n_r, n_t = len(usable), len(topic_keys)
     combo = seq % (n_r * n_t)
     r, block = combo % n_r, combo // n_r
-    return reasons[r], topic_keys[(block + r) % n_t]
+    reason, allowed = usable[r]
+    return reason, allowed[(block + r) % len(allowed)]
+
+
+@functools.cache
+def _catalogue_subjects() -> Mapping[str, str]:
+    return {spec.key: spec.avro_subject for spec in load_catalogue().ingest_sources}
 
 
 def make_bad(seq: int, reason: str, topic_key: str, subject: str, encode: Encode, *,
-             seed: int, now_ms: int, event_time: int) -> BadRecord:
-    """The ``seq``-th bad record of a run (deterministic in all arguments)."""
+             seed: int, now_ms: int, event_time: int,
+             subjects: Mapping[str, str] | None = None) -> BadRecord:
+    """The ``seq``-th bad record of a run (deterministic in all arguments).
+
+    ``subjects`` maps every ingest topic key to its subject (default: the
+    topic catalogue's); ``schema_mismatch`` writes another topic's subject.
+    """
     maker = MAKERS.get(reason)
     if maker is None:
         raise ValueError(f"unknown bad-record reason {reason!r}; expected one of {REASONS}")
+    if not can_make(reason, topic_key):
+        raise ValueError(f"a {reason} record cannot be made for topic {topic_key!r}; "
+                         f"only for {sorted(ONLY_ON[reason])}")
     base = sample_record(topic_key, seed, seq, event_time)
     ctx = BadContext(encode=encode, subject=subject, topic_key=topic_key, record=base,
-                     now_ms=now_ms, seq=seq)
+                     now_ms=now_ms, seq=seq, seed=seed,
+                     subjects=_catalogue_subjects() if subjects is None else subjects)
     return BadRecord(seq=seq, reason=reason, topic_key=topic_key, key=None, value=maker(ctx))

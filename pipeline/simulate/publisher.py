@@ -101,7 +101,9 @@ class BadInjection:
     count: int | None = None
     expected_events: int | None = None
     reasons: Sequence[str] = REASONS
-    topic_keys: Sequence[str] | None = None  # default: the catalogue's input topics
+    #: default: every topic ingest consumes (the channels and privacy control), so every
+    #: reason has a topic; each reason only goes to topics it can be made for.
+    topic_keys: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -238,13 +240,15 @@ def publish(
         producer = make_producer(bootstrap_servers, client_config, stats)
     cat = catalogue or load_catalogue()
     topics = {spec.key: (spec.name, spec.avro_subject) for spec in cat.ingest_sources}
-    input_keys = [spec.key for spec in cat.inputs]
+    subjects = {key: subject for key, (_name, subject) in topics.items()}
     injection = bad or BadInjection()
-    bad_topics = list(injection.topic_keys or input_keys)
+    bad_topics = list(injection.topic_keys or topics)
     for key in bad_topics:
         if key not in topics:
             raise ValueError(f"bad-record topic {key!r} is not an ingest source in the catalogue")
     every = injection.every()
+    if every != float("inf"):
+        assignment(0, bad_topics, injection.reasons)  # fail now if no reason fits these topics
     limit = injection.count
     wall_now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
 
@@ -262,7 +266,8 @@ def publish(
         reason, topic_key = assignment(n_bad, bad_topics, injection.reasons)
         name, subject = topics[topic_key]
         br = make_bad(n_bad, reason, topic_key, subject, encode, seed=seed,
-                      now_ms=max(wall_now_ms, last_time), event_time=last_time or wall_now_ms)
+                      now_ms=max(wall_now_ms, last_time), event_time=last_time or wall_now_ms,
+                      subjects=subjects)
         if not _produce(producer, name, br.value, br.key, stats, stop):
             return False
         stats.bad_per_reason[reason] += 1

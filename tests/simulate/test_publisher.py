@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.simulate.journeys import DAY_MS, JourneyConfig, SimEvent, iter_events
-from pipeline.simulate.malformed import REASONS
+from pipeline.simulate.malformed import ONLY_ON, REASONS, can_make
 from pipeline.simulate.publisher import BadInjection, Pacer, pacing_delay, publish
 from pipeline.simulate.runner import SimulationPlan, run_simulation
 from pipeline.simulate.truth import TruthRecorder, load_truth
@@ -93,21 +93,28 @@ def test_routes_by_catalogue_and_encodes_every_event() -> None:
     assert prod.flushes == 1 and not stats.stopped and stats.bad == 0
 
 
-def test_exact_bad_count_is_spread_over_reasons_and_input_topics() -> None:
+def test_exact_bad_count_is_spread_over_reasons_and_ingest_topics() -> None:
     prod = FakeProducer()
     truth = TruthRecorder(CFG.seed, CFG.customers)
-    n_bad = 2 * len(REASONS) * 7
+    cat = load_catalogue()
+    sources = [spec.key for spec in cat.ingest_sources]  # the default: 7 channels + privacy
+    n_bad = 2 * len(REASONS) * len(sources)
     stats = publish(events(), encode=codec().encode, producer=prod, truth=truth,
                     bad=BadInjection(count=n_bad, expected_events=len(events())), now_ms=CFG.end_ms)
     assert stats.bad == n_bad and len(prod.sent) == len(events()) + n_bad
     assert stats.bad_per_reason == {r: n_bad // len(REASONS) for r in REASONS}
-    inputs = {spec.key for spec in load_catalogue().inputs}
-    assert set(stats.bad_per_topic) == inputs and set(stats.bad_per_topic.values()) == {2 * len(REASONS)}
+    assert set(stats.bad_per_topic) == set(sources)
+    pairs = Counter((b.reason, b.topic_key) for b in truth.bad)
+    assert set(pairs) == {(r, t) for r in REASONS for t in sources if can_make(r, t)}
+    for reason in REASONS:  # a reason any topic allows goes to each exactly twice (two cycles)
+        if reason not in ONLY_ON:
+            assert {pairs[reason, t] for t in sources} == {2}, reason
+    assert pairs["invalid_control", "privacy"] == 2 * len(sources)
+    assert sum(pairs["invalid_amount", t] for t in ("web", "app", "pos")) == 2 * len(sources)
     positions = [b.after_events for b in truth.bad]
     assert positions == sorted(positions) and positions[0] < len(events()) // 10
     assert len(set(positions)) > n_bad // 2  # spread, not bunched at the end
-    cat = load_catalogue()
-    assert {b.topic for b in truth.bad} == {spec.name for spec in cat.inputs}
+    assert {b.topic for b in truth.bad} == {spec.name for spec in cat.ingest_sources}
     good_values = {codec().encode(cat[e.topic_key].subject, e.record) for e in events()}
     bad_values = [v for _, v, _ in prod.sent if v not in good_values]
     assert len(bad_values) == n_bad
@@ -193,10 +200,11 @@ def test_pacer_is_smooth_and_bounds_catch_up() -> None:
 def test_run_simulation_writes_truth(tmp_path: Path) -> None:
     prod = FakeProducer()
     now = 1_780_000_000_000
-    plan = SimulationPlan(customers=80, seed=3, bad_count=16, truth_path=tmp_path / "truth.jsonl")
+    plan = SimulationPlan(customers=80, seed=3, bad_count=2 * len(REASONS),
+                          truth_path=tmp_path / "truth.jsonl")
     stats = run_simulation(plan, encode=codec().encode, producer=prod, now_ms=now)
     truth = load_truth(tmp_path / "truth.jsonl")
-    assert truth.summary["events"] == stats.events and truth.summary["bad"] == 16
+    assert truth.summary["events"] == stats.events and truth.summary["bad"] == 2 * len(REASONS)
     assert truth.summary["end_ms"] <= now - 3_600_000
     assert truth.summary["start_ms"] == truth.summary["end_ms"] - 14 * DAY_MS
     assert sorted(b.reason for b in truth.bad) == sorted(REASONS * 2)
@@ -214,3 +222,17 @@ def test_bad_injection_is_checked() -> None:
         BadInjection(count=3, reasons=("nonsense",))
     assert BadInjection().every() == float("inf")
     assert BadInjection(count=10, expected_events=1000).every() == 100.0
+
+
+def test_bad_topics_limit_the_reasons() -> None:
+    inputs = [spec.key for spec in load_catalogue().inputs]
+    prod = FakeProducer()
+    stats = publish(events()[:500], encode=codec().encode, producer=prod, now_ms=CFG.end_ms,
+                    bad=BadInjection(count=5 * len(REASONS), topic_keys=inputs))
+    assert set(stats.bad_per_topic) == set(inputs)
+    assert set(stats.bad_per_reason) == set(REASONS) - {"invalid_control"}  # privacy-only
+    prod = FakeProducer()
+    with pytest.raises(ValueError, match="none of the reasons"):  # refused before anything is sent
+        publish(events()[:50], encode=codec().encode, producer=prod,
+                bad=BadInjection(count=3, reasons=("invalid_amount",), topic_keys=("email",)))
+    assert prod.sent == []
