@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 import random
 import zlib
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
+from pipeline.faults.crash import ACTIONS as FAULT_ACTIONS
 from pipeline.faults.reference import profile_of, recompute
 from pipeline.faults.workload import Workload, consents, web_events
 from pipeline.ingest.identifiers import PiiHasher
@@ -32,7 +32,7 @@ from pipeline.profile.limits import ProfileLimits
 from pipeline.topology.catalogue import load_catalogue
 from tests.profile.test_engine import DictStore
 
-ACTIONS = load_action_catalogue(Path(__file__).resolve().parents[2] / "topologies" / "faults" / "actions.yaml")
+ACTIONS = load_action_catalogue(FAULT_ACTIONS)
 LIMITS = ProfileLimits()
 CODEC = AvroCodec(SchemaCatalogue.load())
 NOW = 1_790_000_000_000

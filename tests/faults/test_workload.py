@@ -21,7 +21,7 @@ def test_exactly_the_asked_events_time_ordered_within_the_span() -> None:
     assert len(stream) == 2_000 and {e.topic_key for e in stream} == {WEB}
     times = [e.event_time for e in stream]
     assert times == sorted(times)
-    assert END - 15 * DAY_MS <= times[0] and times[-1] < END
+    assert times[0] >= END - 15 * DAY_MS and times[-1] < END
 
 
 def test_each_customer_has_one_identifier_and_a_gapless_sequence_in_time_order() -> None:
