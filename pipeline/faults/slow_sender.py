@@ -54,13 +54,14 @@ class Sender(threading.Thread):
         self.client = dict(client)
         self.paused = threading.Event()
         self.halt = threading.Event()
+        self.ready = threading.Event()  # the group gave it its partitions
         self.received: list[tuple[float, int]] = []  # (receipt wall ms, record timestamp ms)
 
     def run(self) -> None:
         c = Consumer({**self.client, "group.id": f"sender-{self.topic}", "auto.offset.reset": "earliest",
                       "max.poll.interval.ms": 600_000, "session.timeout.ms": 30_000,
                       "fetch.wait.max.ms": 10})
-        c.subscribe([self.topic])
+        c.subscribe([self.topic], on_assign=lambda _c, parts: self.ready.set() if parts else None)
         try:
             while not self.halt.is_set():
                 if self.paused.is_set():
@@ -104,6 +105,9 @@ def run_slow_sender(out: Path, *, customers: int, rate: float, seconds: float, s
             wait_drained(client, catalogue, [worker], timeout=600)
             for s in senders.values():
                 s.start()
+            for s in senders.values():  # a first join is slow on this broker: not part of the baseline
+                if not s.ready.wait(120):
+                    raise TimeoutError(f"sender {s.topic} got no partitions in 120s")
             stream = web_events(work)
             thread = threading.Thread(target=publish, args=(stream,), kwargs={
                 "encode": codec.encode, "bootstrap_servers": servers, "catalogue": catalogue, "rate": rate},
