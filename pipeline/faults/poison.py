@@ -51,18 +51,18 @@ class RssSampler(threading.Thread):
         super().__init__(name="faults-rss", daemon=True)
         self.pid, self.every_s = pid, every_s
         self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         t0 = time.monotonic()
-        while not self._stop.wait(self.every_s):
+        while not self._halt.wait(self.every_s):
             try:
                 self.samples.append((time.monotonic() - t0, rss_bytes(self.pid)))
             except OSError:
                 return
 
     def halt(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(5)
 
 
@@ -144,6 +144,9 @@ def run_poison(out: Path, *, events: int, bad_ratio: float, seed: int) -> Result
             second = max((b for t, b in samples if t > half), default=0)
             peak = max(b for _, b in samples)
             mib = 2**20
+            quarters = [max((b for t, b in samples if t <= q * samples[-1][0]), default=0) // mib
+                        for q in (0.25, 0.5, 0.75, 1.0)]
+            res.figures["resident memory peak by quarter of the run (MiB)"] = quarters
             res.figures["resident memory"] = (
                 f"peak {peak / mib:,.0f} MiB; first half peak {first / mib:,.0f} MiB, second half "
                 f"{second / mib:,.0f} MiB ({len(samples)} samples)")
