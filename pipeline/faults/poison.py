@@ -15,8 +15,11 @@ every topic it applies to. When every stage has drained:
 
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,20 @@ class RssSampler(threading.Thread):
         self.join(5)
 
 
+def _agent_summary(url: str, expected: int, timeout: float = 60.0) -> dict[str, Any]:
+    """The worker's Faust dead-letter agent's table (``GET /dlq``), once it has counted ``expected``."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(f"{url}/dlq", timeout=10) as resp:
+                found = json.loads(resp.read())
+            if found.get("total", 0) >= expected:
+                break
+        time.sleep(1.0)
+    return found
+
+
 def run_poison(out: Path, *, events: int, bad_ratio: float, seed: int) -> Result:
     res = Result("poison")
     out.mkdir(parents=True, exist_ok=True)
@@ -94,10 +111,11 @@ def run_poison(out: Path, *, events: int, bad_ratio: float, seed: int) -> Result
             took = time.monotonic() - t0
             worker.check_alive()
             same = worker.proc is not None and worker.proc.pid == pid and worker.starts == 1
+            summary = _agent_summary(worker.url, stats.bad)
         finally:
+            worker.stop()
             if sampler is not None:
                 sampler.halt()
-            worker.stop()
         log = worker.log_path.read_text(errors="replace")
         total = stats.events + stats.bad
         share = stats.bad / max(1, total)
@@ -127,6 +145,9 @@ def run_poison(out: Path, *, events: int, bad_ratio: float, seed: int) -> Result
         res.check("the same count per topic", by_topic == Counter(dict(stats.bad_per_topic)))
         res.check(f"every kind of malformed record injected ({len(injected)} of {len(REASONS)})",
                   set(injected) == set(REASONS))
+        res.figures["dlq agent (Faust, /dlq)"] = f"{summary.get('total', 0):,} counted"
+        res.check("the dead-letter agent counted every dead letter once, per reason",
+                  summary.get("by_reason") == dict(sorted(injected.items())))
         canonical = catalogue["canonical"]
         ids = set()
         for r in iter_topic(client, canonical.name, idle_s=1.0, timeout_s=900):
@@ -135,6 +156,11 @@ def run_poison(out: Path, *, events: int, bad_ratio: float, seed: int) -> Result
         res.figures["canonical events"] = f"{len(ids):,} distinct (good published {stats.events:,})"
         res.check("every good event reached the canonical topic", len(ids) == stats.events)
         failures = log.count("stage failed") + log.count("Traceback")
+        keepalive = log.count("keepalive is not responding")
+        res.figures["worker log"] = (f"{log.count('[ERROR]'):,} ERROR lines, of which {keepalive:,} Faust "
+                                     f"'Thread keepalive is not responding' (its event loop starved of "
+                                     f"the GIL "
+                                     f"by the stage threads)")
         res.check(f"one worker process from start to end, no stage failure in its log ({failures} found)",
                   same and failures == 0)
         samples = sampler.samples if sampler is not None else []

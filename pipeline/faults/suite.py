@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.faults.scenario import Result
+from pipeline.faults.workers import kill_leftovers
 
 SCENARIOS = ("crash", "poison", "rebuild", "scale", "erasure", "slow-sender")
 
@@ -44,7 +45,16 @@ def run_suite(args: argparse.Namespace) -> int:
     for name in chosen:
         out = args.out / f"{stamp}-{name}"
         print(f"--- {name} (state and logs in {out})", flush=True)
-        result = runners[name](out)
+        try:
+            result = runners[name](out)
+        except Exception as exc:  # the scenario could not finish: that is a failure, and the next runs
+            result = Result(name)
+            result.check(f"the scenario ran to the end ({type(exc).__name__}: {exc})", False)
+            result.finish()
+        finally:
+            left = kill_leftovers()
+            if left:
+                print(f"    ({left} worker process(es) left running were killed)", flush=True)
         results.append(result)
         print(result.render(), flush=True)
     failed = [r.name for r in results if not r.passed]

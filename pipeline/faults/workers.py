@@ -21,6 +21,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: every worker process started in this run, so that a scenario failing half-way leaves no orphan
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def kill_leftovers() -> int:
+    """SIGKILL whatever a scenario left running; returns how many."""
+    n = 0
+    for proc in STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+            n += 1
+    STARTED.clear()
+    return n
+
+
 class WorkerProcess:
     """``python -m pipeline worker`` with its own state directory, port and log; restartable."""
 
@@ -46,6 +62,7 @@ class WorkerProcess:
         log.flush()
         self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", "worker"], env=self._env,
                                      stdout=log, stderr=subprocess.STDOUT)
+        STARTED.append(self.proc)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
