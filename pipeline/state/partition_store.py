@@ -13,9 +13,33 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
 
 OFFSET_KEY = b"\xff/changelog-offset"  # sorts after every record key (they start below 0xff)
+
+
+#: One memory budget for every RocksDB database of the process (two stages x every owned partition):
+#: memtables are flushed when together they pass MEMTABLE_BUDGET, and one block cache is shared. With
+#: RocksDB's defaults each database may hold two 64 MiB memtables of its own, so memory grew with the
+#: number of partitions a worker owned (seen in ``make faults``' poison scenario).
+MEMTABLE_BUDGET = 64 << 20
+MEMTABLE_SIZE = 16 << 20
+BLOCK_CACHE = 64 << 20
+_shared: tuple[Cache, WriteBufferManager] | None = None
+
+
+def _options() -> Options:
+    global _shared
+    if _shared is None:
+        _shared = (Cache(BLOCK_CACHE), WriteBufferManager(MEMTABLE_BUDGET, False))
+    cache, memtables = _shared
+    opts = Options(raw_mode=True)
+    opts.set_write_buffer_manager(memtables)
+    opts.set_write_buffer_size(MEMTABLE_SIZE)
+    table = BlockBasedOptions()
+    table.set_block_cache(cache)
+    opts.set_block_based_table_factory(table)
+    return opts
 
 
 class PartitionStore:
@@ -30,7 +54,7 @@ class PartitionStore:
         db = self._dbs.get(partition)
         if db is None:
             path = str(self.root / f"partition-{partition}")
-            db = self._dbs[partition] = Rdict(path, Options(raw_mode=True))
+            db = self._dbs[partition] = Rdict(path, _options())
         return db
 
     def raw(self, partition: int, key: bytes) -> bytes | None:
