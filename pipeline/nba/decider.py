@@ -117,9 +117,15 @@ class Decider:
                                   why=f"merged profile purchased at {bought}")
         return out
 
-    def on_erasure(self, profile: str, state: ProfileState, t: int, clock: int,
-                   counts: NbaCounts) -> list[Emitted]:
-        """Every trigger not yet expired is withdrawn: nothing goes to an erased person after the request."""
+    def on_erasure(self, profile: str, state: ProfileState, t: int, clock: int, counts: NbaCounts,
+                   unsent: frozenset[str] | set[str] = frozenset()) -> list[Emitted]:
+        """Every trigger sent and not yet expired is withdrawn: nothing goes to an erased person after the
+        request. ``unsent``: keys of triggers that never left (dropped by the engine): nothing to withdraw."""
+        for key in unsent:
+            c = state.contacts.get(key)
+            if c is not None:
+                state.contacts[key] = (*c[:6], c[6] | CANCELLED)
+                counts.cancellations[(c[5], "erasure")] += 1
         return self._withdraw(profile, state, t, clock, counts, cause="erasure", why="erasure request")
 
     def on_timer(self, profile: str, state: ProfileState, action: str, due: int, basis: int, clock: int,

@@ -526,8 +526,15 @@ class ProfileEngine:
             self._send(part, p, [ERASE, 0, 0, source, "", erased])
         identifiers = len(state.identifiers) if state is not None else 0
         if self.decider is not None and state is not None and state.contacts:
-            for e in self.decider.on_erasure(profile, state, ev["event_time"], self.clock_ms(), counts.nba):
-                self._emit(part, TRIGGERS, -1, profile.encode(), [e.channel, e.record, e.kind])
+            # triggers decided since the last commit have not left: they never will (not sent, so
+            # nothing to withdraw); earlier ones have been sent and are withdrawn
+            key = profile.encode()
+            unsent = {e.value[1]["idempotency_key"] for e in part.new_outbox if e.dest == TRIGGERS
+                      and e.key == key}
+            part.new_outbox = [e for e in part.new_outbox if not (e.dest == TRIGGERS and e.key == key)]
+            for e in self.decider.on_erasure(profile, state, ev["event_time"], self.clock_ms(), counts.nba,
+                                             unsent=unsent):
+                self._emit(part, TRIGGERS, -1, key, [e.channel, e.record, e.kind])
         self._delete(part, profile, rec, counts)
         marker = erased_key(profile, self.secret)
         part.erased[marker] = part.markers[marker] = max(part.markers.get(marker, 0), ev["event_time"])

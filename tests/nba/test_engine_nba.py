@@ -245,3 +245,28 @@ def test_a_tick_starts_after_the_entries_it_already_fired() -> None:
     h.tick(START + 32 * MIN)
     # the 50 fired entries are tombstones now; the tick seeks past them to the next live entry
     assert store.steps == 1
+
+
+def test_a_trigger_decided_in_the_erasure_batch_never_leaves() -> None:
+    h = Harness()
+    _consented(h)
+
+    def ev(kind: str, at: int) -> dict[str, Any]:
+        return {"event_id": f"b{at}", "event_time": at, "ingest_time": at, "channel": "WEB", "type": kind,
+                "customer_id": "Z", "email_hash": "ab" * 32, "timezone": "UTC", "items": [],
+                "currency": "EUR"}
+
+    counts = h.engine.process([EventIn("r", 0, 100, P, "", ev("login", START + MIN), b""),
+                               EventIn("r", 0, 101, P, "", ev("erasure_request", START + 2 * MIN), b"")])
+    assert counts.nba.triggers[("welcome", "EMAIL")] == 1  # decided, then the erasure came
+    h.commit()
+    assert h.sent == []  # the welcome decided before the erasure in the same batch was dropped, not sent
+
+
+def test_a_trigger_sent_before_the_erasure_is_withdrawn() -> None:
+    h = Harness()
+    _consented(h)
+    h.event("login", START + MIN)
+    (welcome,) = [t for t in h.sent if t["action"] == "welcome"]
+    h.event("erasure_request", START + 2 * MIN, channel=None)
+    assert [t["cancels"] for t in h.sent if t["cancels"]] == [welcome["idempotency_key"]]
