@@ -179,6 +179,10 @@ def verify(res: Result, client: dict[str, Any], catalogue: TopicCatalogue, codec
         unique.setdefault(e["event_id"], e)
     res.figures["canonical events"] = f"{len(got_events):,} records, {len(unique):,} distinct"
     res.check("every published event reached the canonical topic", len(unique) == published)
+    dlq = catalogue["dlq"]
+    letters = Counter((d.get("stage") or "ingest", d["reason"])
+                      for d in _read(client, dlq.name, dlq.avro_subject, codec))
+    res.check(f"no dead letter: the workload has no bad record (found: {dict(letters)})", not letters)
     expected = recompute((e for e in unique.values() if profile_of(e) not in leave_out
                           and e["type"] != "erasure_request"), actions, limits)
     stamped: list[tuple[dict[str, Any], int]] = []

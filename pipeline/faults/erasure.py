@@ -39,6 +39,7 @@ from pipeline.faults.workers import WorkerProcess, worker_env
 from pipeline.faults.workload import DAY_MS, Workload, consents, web_events
 from pipeline.identity.codec import state_key
 from pipeline.identity.messages import Space
+from pipeline.metrics.scrape import Scrape
 from pipeline.nba.catalogue import load_action_catalogue
 from pipeline.profile.engine import profile_key
 from pipeline.simulate.journeys import PRIVACY, SimEvent
@@ -111,12 +112,15 @@ def run_erasure(out: Path, *, customers: int, events: int, rate: float, share: f
                             - erased)[:len(erased)]
             api_erased = [p for p in sorted(erased) if _status(f"{workers[0].url}/profiles/{p}") != 404]
             api_others = [p for p in others if _status(f"{workers[1].url}/profiles/{p}") != 200]
+            dropped = sum((w.metrics() or Scrape()).value("omnipipe_identity_erased_events_dropped_total")
+                          for w in workers)
         finally:
             for w in workers:
                 w.stop()
         res.figures["run"] = (f"{len(phase1):,} consents, then {len(web):,} web events and {len(requests):,} "
                               f"erasure requests ({share:.0%} of {customers:,} customers) at {rate:,.0f}/s, "
                               f"two workers; drained {drain:.0f}s after the last publish")
+        res.figures["identity: events dropped as an erased person's past"] = int(dropped)
         res.check(f"the API answers 404 for every erased customer (answered otherwise: {len(api_erased)})",
                   not api_erased)
         res.check(f"the API answers the others (sampled {len(others)}; not 200: {len(api_others)})",
