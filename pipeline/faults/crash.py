@@ -53,6 +53,20 @@ GROUP = "faults"
 PARTITIONS = 4
 
 
+def workload_env(servers: str, group: str = GROUP, **extra: str) -> dict[str, str]:
+    """Workers deciding as of each event's time over the fault catalogue: what ``verify`` recomputes."""
+    return worker_env(servers, HASH_KEY, OMNIPIPE_GROUP_ID=group, OMNIPIPE_TOPIC_PARTITIONS=str(PARTITIONS),
+                      OMNIPIPE_NBA_CLOCK="occasion", OMNIPIPE_ACTIONS_CONFIG=str(ACTIONS), **extra)
+
+
+def start_all(workers: list[WorkerProcess]) -> None:
+    """Start them together, return once each holds partitions."""
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.wait_up()
+
+
 def wait_drained(client: dict[str, Any], catalogue: TopicCatalogue, workers: list[WorkerProcess],
                  timeout: float, quiet_s: float = 3.0) -> float:
     """Until every stage has committed everything on its inputs (twice, ``quiet_s`` apart)."""
@@ -104,15 +118,10 @@ def run_crash(out: Path, *, customers: int, events: int, kills: int, rate: float
     with EmbeddedBroker(log_path=out / "tansu.log") as broker:
         client = {"bootstrap.servers": broker.bootstrap_servers}
         ensure_topics(client, catalogue)
-        env = worker_env(broker.bootstrap_servers, HASH_KEY, OMNIPIPE_GROUP_ID=GROUP,
-                         OMNIPIPE_TOPIC_PARTITIONS=str(PARTITIONS), OMNIPIPE_NBA_CLOCK="occasion",
-                         OMNIPIPE_ACTIONS_CONFIG=str(ACTIONS))
+        env = workload_env(broker.bootstrap_servers)
         workers = [WorkerProcess(f"crash-w{i}", env, out / f"state-w{i}", out) for i in (1, 2)]
         try:
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.wait_up()
+            start_all(workers)
             phase1 = consents(work)
             publish(phase1, encode=codec.encode, bootstrap_servers=broker.bootstrap_servers,
                     catalogue=catalogue)

@@ -31,11 +31,11 @@ from pipeline.broker.embedded import EmbeddedBroker
 from pipeline.broker.reader import iter_topic
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
-from pipeline.faults.crash import ACTIONS, GROUP, HASH_KEY, PARTITIONS, verify, wait_drained
+from pipeline.faults.crash import ACTIONS, PARTITIONS, start_all, verify, wait_drained, workload_env
 from pipeline.faults.reference import profile_of, recompute
 from pipeline.faults.scenario import Result
 from pipeline.faults.tables import last_words, rebuilt_keys
-from pipeline.faults.workers import WorkerProcess, worker_env
+from pipeline.faults.workers import WorkerProcess
 from pipeline.faults.workload import DAY_MS, Workload, consents, web_events
 from pipeline.identity.codec import state_key
 from pipeline.identity.messages import Space
@@ -94,15 +94,10 @@ def run_erasure(out: Path, *, customers: int, events: int, rate: float, share: f
     with EmbeddedBroker(log_path=out / "tansu.log") as broker:
         client = {"bootstrap.servers": broker.bootstrap_servers}
         ensure_topics(client, catalogue)
-        env = worker_env(broker.bootstrap_servers, HASH_KEY, OMNIPIPE_GROUP_ID=GROUP,
-                         OMNIPIPE_TOPIC_PARTITIONS=str(PARTITIONS), OMNIPIPE_NBA_CLOCK="occasion",
-                         OMNIPIPE_ACTIONS_CONFIG=str(ACTIONS))
+        env = workload_env(broker.bootstrap_servers)
         workers = [WorkerProcess(f"erasure-w{i}", env, out / f"state-w{i}", out) for i in (1, 2)]
         try:
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.wait_up()
+            start_all(workers)
             servers = broker.bootstrap_servers
             publish(phase1, encode=codec.encode, bootstrap_servers=servers, catalogue=catalogue)
             wait_drained(client, catalogue, workers, timeout=600)

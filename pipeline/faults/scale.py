@@ -27,18 +27,13 @@ from pipeline.broker.admin import ensure_topics
 from pipeline.broker.embedded import EmbeddedBroker
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
-from pipeline.faults.crash import ACTIONS, GROUP, HASH_KEY, PARTITIONS, verify, wait_drained
+from pipeline.faults.crash import GROUP, PARTITIONS, start_all, verify, wait_drained, workload_env
 from pipeline.faults.lag import committed_sum, lags, stage_inputs
 from pipeline.faults.scenario import Result
-from pipeline.faults.workers import WorkerProcess, worker_env
+from pipeline.faults.workers import WorkerProcess
 from pipeline.faults.workload import DAY_MS, Workload, consents, web_events
 from pipeline.simulate.publisher import publish
 from pipeline.topology.catalogue import DEFAULT_PATH, TopicCatalogue, load_catalogue
-
-
-def _env(servers: str, group: str, **extra: str) -> dict[str, str]:
-    return worker_env(servers, HASH_KEY, OMNIPIPE_GROUP_ID=group, OMNIPIPE_TOPIC_PARTITIONS=str(PARTITIONS),
-                      OMNIPIPE_NBA_CLOCK="occasion", OMNIPIPE_ACTIONS_CONFIG=str(ACTIONS), **extra)
 
 
 def private_topology(out: Path, prefix: str) -> Path:
@@ -54,7 +49,7 @@ def private_topology(out: Path, prefix: str) -> Path:
 def membership(res: Result, out: Path, servers: str, client: dict[str, Any], catalogue: TopicCatalogue,
                codec: AvroCodec, work: Workload, rate: float) -> None:
     phase1, stream = consents(work), web_events(work)
-    env = _env(servers, GROUP)
+    env = workload_env(servers)
     workers = [WorkerProcess(f"scale-w{i}", env, out / f"state-w{i}", out) for i in (1, 2, 3)]
     steps: list[str] = []
     try:
@@ -101,15 +96,12 @@ def throughput(res: Result, out: Path, servers: str, client: dict[str, Any], cod
         cat = load_catalogue(topo).with_partitions(PARTITIONS)
         ensure_topics(client, cat)
         group = f"{GROUP}-{prefix}"
-        env = _env(servers, group, OMNIPIPE_TOPOLOGY=str(topo))
+        env = workload_env(servers, group, OMNIPIPE_TOPOLOGY=str(topo))
         workers = [WorkerProcess(f"{prefix}-w{i}", env, out / f"{prefix}-state-w{i}", out) for i in range(n)]
         groups = {f"{group}-profile": [cat["resolved"].name]}
         marks: dict[float, float] = {}
         try:
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.wait_up()
+            start_all(workers)
             time.sleep(settle_s)  # the last join's rebalance is over (session timeout 6 s on this broker)
             publish(backlog, encode=codec.encode, bootstrap_servers=servers, catalogue=cat)
             deadline = time.monotonic() + 1800

@@ -31,10 +31,10 @@ from pipeline.broker.embedded import EmbeddedBroker
 from pipeline.broker.reader import count_records
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
-from pipeline.faults.crash import ACTIONS, GROUP, HASH_KEY, PARTITIONS, wait_drained
+from pipeline.faults.crash import GROUP, PARTITIONS, wait_drained, workload_env
 from pipeline.faults.lag import lags, stage_inputs
 from pipeline.faults.scenario import Result
-from pipeline.faults.workers import WorkerProcess, worker_env
+from pipeline.faults.workers import WorkerProcess
 from pipeline.faults.workload import DAY_MS, Workload, consents, web_events
 from pipeline.simulate.publisher import publish
 from pipeline.topology.catalogue import load_catalogue
@@ -92,9 +92,7 @@ def run_slow_sender(out: Path, *, customers: int, rate: float, seconds: float, s
         servers = broker.bootstrap_servers
         client = {"bootstrap.servers": servers}
         ensure_topics(client, catalogue)
-        env = worker_env(servers, HASH_KEY, OMNIPIPE_GROUP_ID=GROUP,
-                         OMNIPIPE_TOPIC_PARTITIONS=str(PARTITIONS),
-                         OMNIPIPE_NBA_CLOCK="occasion", OMNIPIPE_ACTIONS_CONFIG=str(ACTIONS))
+        env = workload_env(servers)
         worker = WorkerProcess("slow-w1", env, out / "state-w1", out)
         senders = {ch: Sender(client, t) for ch, t in topics.items()}
         lag_samples: list[tuple[float, int]] = []
