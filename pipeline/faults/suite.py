@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.faults.scenario import Result
-from pipeline.faults.workers import kill_leftovers
+from pipeline.faults.workers import fetch_jumps, kill_leftovers
 
 SCENARIOS = ("crash", "poison", "rebuild", "scale", "erasure", "slow-sender")
 
@@ -55,6 +55,11 @@ def run_suite(args: argparse.Namespace) -> int:
             left = kill_leftovers()
             if left:
                 print(f"    ({left} worker process(es) left running were killed)", flush=True)
+        if out.is_dir():
+            jumps, accepted = fetch_jumps(out)
+            result.figures["broker fetches that jumped over offsets (re-read / given up)"] = (
+                f"{jumps} / {accepted}")
+            result.check(f"no fetch jump given up on (records skipped: {accepted} jumps)", not accepted)
         results.append(result)
         print(result.render(), flush=True)
     failed = [r.name for r in results if not r.passed]

@@ -37,6 +37,20 @@ def kill_leftovers() -> int:
     return n
 
 
+#: what ``pipeline/broker/offset_gaps.py`` logs when a fetch jumps over offsets, and when it gives up
+JUMP_LOG, ACCEPTED_LOG = "fetch jumped from offset", "still absent after"
+
+
+def fetch_jumps(logs: Path) -> tuple[int, int]:
+    """(jumps re-read, jumps accepted) in every worker log of a scenario, restarts included."""
+    jumps = accepted = 0
+    for path in sorted(logs.glob("*.log")):
+        text = path.read_text(errors="replace")
+        jumps += text.count(JUMP_LOG)
+        accepted += text.count(ACCEPTED_LOG)
+    return jumps, accepted
+
+
 class WorkerProcess:
     """``python -m pipeline worker`` with its own state directory, port and log; restartable."""
 

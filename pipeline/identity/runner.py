@@ -48,6 +48,7 @@ import msgpack
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from pipeline.broker.delivery import produce
+from pipeline.broker.offset_gaps import OffsetGapGuard
 from pipeline.contracts.errors import DecodeError
 from pipeline.identity.audit import merge_record, refusal_record
 from pipeline.identity.codec import (
@@ -172,6 +173,7 @@ class IdentityLoop:
                                              metrics.delivery_failures.inc)
         self._record_counts: dict[tuple[int, Space], int] = {}
         self._erased: dict[int, dict[bytes, int]] = {}  # partition -> erasure marker -> request time
+        self._gaps = OffsetGapGuard(lambda outcome: metrics.offset_gaps.labels(outcome).inc())
 
     def stop(self) -> None:
         self._stop.set()
@@ -212,6 +214,7 @@ class IdentityLoop:
 
     # ------------------------------------------------------------------ ownership
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition], producer: Producer) -> None:
+        self._gaps.forget(partitions)
         numbers = sorted({tp.partition for tp in partitions} - set(self.engine.partitions))
         started = time.monotonic()
         cfg = self.config
@@ -243,6 +246,7 @@ class IdentityLoop:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition], producer: Producer) -> None:
         self._commit(consumer, producer)
+        self._gaps.forget(partitions)
         with self._lock:
             for p in sorted({tp.partition for tp in partitions}):
                 self.engine.revoke(p)
@@ -268,7 +272,7 @@ class IdentityLoop:
             while not self._stop.is_set():
                 batch = consumer.consume(num_messages=cfg.batch_size, timeout=0.01)
                 if batch:
-                    self._handle(batch)
+                    self._handle(self._gaps.filter(consumer, batch))
                     self.stats.idle_since = None
                 producer.poll(0)
                 poll_owners(owners, self.config.owners_topic, self.owners)

@@ -26,6 +26,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from pipeline.broker.delivery import DeliveryFailed
+from pipeline.broker.offset_gaps import OffsetGapGuard
 from pipeline.ingest.processor import Accepted, IngestProcessor, SourceTopic
 from pipeline.metrics.ingest import CONTROL, IngestMetrics
 
@@ -76,6 +77,7 @@ class IngestLoop:
         self._processor = processor
         self._encode = encode
         self._metrics = metrics
+        self._gaps = OffsetGapGuard(lambda outcome: metrics.offset_gaps.labels(outcome).inc())
         self._clock_ms = clock_ms
         self._stop = threading.Event()
         self.stats = IngestStats()
@@ -168,15 +170,17 @@ class IngestLoop:
         def on_revoke(cons: Consumer, partitions: list[TopicPartition]) -> None:
             # Finish what we own before another member takes it over.
             self._commit(cons, producer)
+            self._gaps.forget(partitions)
 
         try:
-            consumer.subscribe(list(self.config.sources), on_revoke=on_revoke)
+            consumer.subscribe(list(self.config.sources), on_revoke=on_revoke,
+                               on_assign=lambda _c, partitions: self._gaps.forget(partitions))
             last_commit = time.monotonic()
             while not self._stop.is_set():
                 # a short wait: consume() holds a partial batch until the timeout (latency at moderate load)
                 batch = consumer.consume(num_messages=self.config.batch_size, timeout=0.01)
                 if batch:
-                    self._handle(batch, producer)
+                    self._handle(self._gaps.filter(consumer, batch), producer)
                 producer.poll(0)
                 if time.monotonic() - last_commit >= self.config.commit_interval_s:
                     self._commit(consumer, producer)

@@ -32,6 +32,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from pipeline.broker.delivery import produce
+from pipeline.broker.offset_gaps import OffsetGapGuard
 from pipeline.contracts.errors import DecodeError
 from pipeline.identity.audit import MERGE
 from pipeline.identity.runner import INCARNATION_HEADER, forget_request
@@ -140,6 +141,7 @@ class ProfileLoop:
         self._decode = decode
         self._encode = encode
         self._metrics = metrics
+        self._gaps = OffsetGapGuard(lambda outcome: metrics.offset_gaps.labels(outcome).inc())
         self._clock_ms = clock_ms
         self.partition_of = partition_of
         self.store = PartitionStore(config.state_dir)
@@ -228,6 +230,7 @@ class ProfileLoop:
 
     # ------------------------------------------------------------------ ownership
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition], producer: Producer) -> None:
+        self._gaps.forget(partitions)
         cfg = self.config
         numbers = sorted({tp.partition for tp in partitions} - set(self.engine.partitions))
         started = time.monotonic()
@@ -261,6 +264,7 @@ class ProfileLoop:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition], producer: Producer) -> None:
         self._commit(consumer, producer)
+        self._gaps.forget(partitions)
         with self._lock:
             for p in sorted({tp.partition for tp in partitions}):
                 self.engine.revoke(p)
@@ -285,7 +289,7 @@ class ProfileLoop:
             while not self._stop.is_set():
                 batch = consumer.consume(num_messages=cfg.batch_size, timeout=0.01)
                 if batch:
-                    self._handle(batch)
+                    self._handle(self._gaps.filter(consumer, batch))
                     self.stats.idle_since = None
                 producer.poll(0)
                 poll_owners(owners, self.config.owners_topic, self.owners)
