@@ -21,7 +21,6 @@ on its state directory. Then:
 
 from __future__ import annotations
 
-import hashlib
 import signal
 import time
 from pathlib import Path
@@ -34,13 +33,13 @@ from pipeline.broker.embedded import EmbeddedBroker
 from pipeline.broker.reader import iter_topic
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
+from pipeline.faults.tables import local_digest
 from pipeline.identity.evaluate import truth_ref
 from pipeline.identity.grouping import hashed_pii, read_grouping_from
 from pipeline.ingest.identifiers import PiiHasher
 from pipeline.profile.engine import PROFILE_PREFIX
 from pipeline.simulate.journeys import sample_record
 from pipeline.simulate.truth import PersonTruth, load_truth
-from pipeline.state.partition_store import PartitionStore
 from pipeline.topology.catalogue import load_catalogue
 from tests.e2e.test_cli_pipeline import HASH_KEY
 from tests.e2e.test_identity_pipeline import Worker, _simulate, _topology
@@ -53,19 +52,8 @@ CHANNEL_OF_TOPIC = {"web": "WEB", "app": "APP", "pos": "POS", "callcenter": "CAL
 
 
 def _digest(state: Path) -> tuple[str, int]:
-    """SHA-256 over every profile record of every partition (key order), and how many there are."""
-    store = PartitionStore(state / "profile")
-    h = hashlib.sha256()
-    n = 0
-    try:
-        for part in sorted(state.joinpath("profile").glob("partition-*")):
-            p = int(part.name.split("-")[1])
-            for key, value in store.items(p, PROFILE_PREFIX):
-                h.update(b"%d|%d|%b|%d|%b" % (p, len(key), key, len(value), value))
-                n += 1
-    finally:
-        store.close()
-    return h.hexdigest(), n
+    """Every profile record of every partition, hashed in key order, and how many there are."""
+    return local_digest(state / "profile", (PROFILE_PREFIX,))
 
 
 def _expected(person: PersonTruth) -> dict[str, Any]:
