@@ -50,7 +50,7 @@ def _guard(retries: int = 3) -> tuple[OffsetGapGuard, list[str]]:
     return OffsetGapGuard(counted.append, retries=retries), counted
 
 
-def _msgs(partition: int, *offsets: int, topic: str = "t") -> list[Msg]:
+def msgs(partition: int, *offsets: int, topic: str = "t") -> list[Msg]:
     return [Msg(topic, partition, o) for o in offsets]
 
 
@@ -61,9 +61,9 @@ def _offsets(batch: list[Msg]) -> list[tuple[int, int]]:
 def test_contiguous_batches_pass_untouched() -> None:
     guard, counted = _guard()
     seeks = Seeks()
-    first = _msgs(0, 0, 1, 2) + _msgs(1, 7, 8)
+    first = msgs(0, 0, 1, 2) + msgs(1, 7, 8)
     assert guard.filter(seeks, first) == first  # type: ignore[arg-type]
-    second = _msgs(1, 9) + _msgs(0, 3)
+    second = msgs(1, 9) + msgs(0, 3)
     assert guard.filter(seeks, second) == second  # type: ignore[arg-type]
     assert seeks.calls == [] and counted == []
 
@@ -71,13 +71,13 @@ def test_contiguous_batches_pass_untouched() -> None:
 def test_a_jump_seeks_back_and_holds_the_rest_of_that_partition() -> None:
     guard, counted = _guard()
     seeks = Seeks()
-    guard.filter(seeks, _msgs(0, 10, 11) + _msgs(1, 0))  # type: ignore[arg-type]
-    out = guard.filter(seeks, _msgs(0, 15, 16) + _msgs(1, 1) + _msgs(0, 17))  # type: ignore[arg-type]
+    guard.filter(seeks, msgs(0, 10, 11) + msgs(1, 0))  # type: ignore[arg-type]
+    out = guard.filter(seeks, msgs(0, 15, 16) + msgs(1, 1) + msgs(0, 17))  # type: ignore[arg-type]
     assert _offsets(out) == [(1, 1)]
     assert seeks.calls == [("t", 0, 12)]
     assert counted == [REFETCH]
     # the re-read brings the missing records: everything goes on in order, nothing more is counted
-    out = guard.filter(seeks, _msgs(0, 12, 13, 14, 15, 16, 17))  # type: ignore[arg-type]
+    out = guard.filter(seeks, msgs(0, 12, 13, 14, 15, 16, 17))  # type: ignore[arg-type]
     assert _offsets(out) == [(0, o) for o in range(12, 18)]
     assert counted == [REFETCH] and len(seeks.calls) == 1
 
@@ -85,7 +85,7 @@ def test_a_jump_seeks_back_and_holds_the_rest_of_that_partition() -> None:
 def test_a_jump_inside_one_batch_is_caught() -> None:
     guard, counted = _guard()
     seeks = Seeks()
-    out = guard.filter(seeks, _msgs(0, 0, 1, 2, 40, 41))  # type: ignore[arg-type]
+    out = guard.filter(seeks, msgs(0, 0, 1, 2, 40, 41))  # type: ignore[arg-type]
     assert _offsets(out) == [(0, 0), (0, 1), (0, 2)]
     assert seeks.calls == [("t", 0, 3)] and counted == [REFETCH]
 
@@ -93,32 +93,32 @@ def test_a_jump_inside_one_batch_is_caught() -> None:
 def test_a_jump_still_there_after_every_reread_is_accepted() -> None:
     guard, counted = _guard(retries=2)
     seeks = Seeks()
-    guard.filter(seeks, _msgs(0, 4))  # type: ignore[arg-type]
+    guard.filter(seeks, msgs(0, 4))  # type: ignore[arg-type]
     for _ in range(2):  # e.g. a transaction marker at 5: the broker never has a record there
-        assert guard.filter(seeks, _msgs(0, 6, 7)) == []  # type: ignore[arg-type]
-    out = guard.filter(seeks, _msgs(0, 6, 7))  # type: ignore[arg-type]
+        assert guard.filter(seeks, msgs(0, 6, 7)) == []  # type: ignore[arg-type]
+    out = guard.filter(seeks, msgs(0, 6, 7))  # type: ignore[arg-type]
     assert _offsets(out) == [(0, 6), (0, 7)]
     assert seeks.calls == [("t", 0, 5), ("t", 0, 5)]
     assert counted == [REFETCH, REFETCH, ACCEPTED]
     # a later hole gets its own re-reads
-    assert guard.filter(seeks, _msgs(0, 9)) == []  # type: ignore[arg-type]
+    assert guard.filter(seeks, msgs(0, 9)) == []  # type: ignore[arg-type]
     assert counted[-1] == REFETCH and seeks.calls[-1] == ("t", 0, 8)
 
 
 def test_after_forget_the_position_is_not_known() -> None:
     guard, counted = _guard()
     seeks = Seeks()
-    guard.filter(seeks, _msgs(0, 4))  # type: ignore[arg-type]
+    guard.filter(seeks, msgs(0, 4))  # type: ignore[arg-type]
     guard.forget([TopicPartition("t", 0)])  # a rebalance: the next fetch starts at the committed offset
-    assert _offsets(guard.filter(seeks, _msgs(0, 100))) == [(0, 100)]  # type: ignore[arg-type]
+    assert _offsets(guard.filter(seeks, msgs(0, 100))) == [(0, 100)]  # type: ignore[arg-type]
     assert counted == [] and seeks.calls == []
 
 
 def test_a_rewind_is_followed_not_refused() -> None:
     guard, counted = _guard()
     seeks = Seeks()
-    guard.filter(seeks, _msgs(0, 4, 5, 6))  # type: ignore[arg-type]
-    assert _offsets(guard.filter(seeks, _msgs(0, 2, 3))) == [(0, 2), (0, 3)]  # type: ignore[arg-type]
+    guard.filter(seeks, msgs(0, 4, 5, 6))  # type: ignore[arg-type]
+    assert _offsets(guard.filter(seeks, msgs(0, 2, 3))) == [(0, 2), (0, 3)]  # type: ignore[arg-type]
     assert counted == []
 
 
@@ -126,7 +126,7 @@ def test_errors_pass_and_topics_are_told_apart() -> None:
     guard, counted = _guard()
     seeks = Seeks()
     eof = Msg("t", 0, -1, KafkaError(KafkaError._PARTITION_EOF))
-    batch = [*_msgs(0, 0), eof, *_msgs(0, 0, topic="u"), *_msgs(0, 1)]
+    batch = [*msgs(0, 0), eof, *msgs(0, 0, topic="u"), *msgs(0, 1)]
     assert guard.filter(seeks, batch) == batch  # type: ignore[arg-type]
     assert counted == []
 
@@ -134,8 +134,8 @@ def test_errors_pass_and_topics_are_told_apart() -> None:
 def test_a_failed_seek_keeps_what_was_fetched() -> None:
     guard, counted = _guard()
     seeks = Seeks(fail=True)
-    guard.filter(seeks, _msgs(0, 0))  # type: ignore[arg-type]
-    out = guard.filter(seeks, _msgs(0, 5, 6))  # type: ignore[arg-type]
+    guard.filter(seeks, msgs(0, 0))  # type: ignore[arg-type]
+    out = guard.filter(seeks, msgs(0, 5, 6))  # type: ignore[arg-type]
     assert _offsets(out) == [(0, 5), (0, 6)]
     assert counted == [REFETCH, ACCEPTED]
 
