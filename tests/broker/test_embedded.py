@@ -59,7 +59,10 @@ def test_stop_leaves_no_process() -> None:
 
 def _spawn_owner() -> tuple[subprocess.Popen[str], int]:
     code = textwrap.dedent("""
-        import sys, time
+        import signal, sys, time
+        # Ctrl-C as in a terminal: a suite started from a background job inherits SIGINT ignored,
+        # and Python then never raises KeyboardInterrupt (the test failed that way, not the broker)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from pipeline.broker.embedded import EmbeddedBroker
         b = EmbeddedBroker().start()
         print(b.pid, flush=True)
@@ -82,9 +85,7 @@ def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
 def test_ctrl_c_leaves_no_orphan() -> None:
     proc, pid = _spawn_owner()
     proc.send_signal(signal.SIGINT)
-    # the owner's exit runs EmbeddedBroker.stop: up to 5 s for SIGTERM, then SIGKILL and 5 s more; a
-    # broker slow to take SIGTERM made a 10 s wait fail once (fresh-clone CI, 2026-12-03)
-    proc.wait(timeout=20)
+    proc.wait(timeout=20)  # the owner's exit runs EmbeddedBroker.stop: at worst 5 s TERM + 5 s KILL
     assert _wait_gone(pid)
 
 
