@@ -12,11 +12,11 @@ from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from pipeline.broker.offset_gaps import OUTCOMES as GAP_OUTCOMES
 from pipeline.identity.engine import Counts
 from pipeline.identity.messages import Message, Space
 from pipeline.identity.model import RefusalReason
 from pipeline.ingest.reasons import Reason
+from pipeline.metrics.offset_gaps import offset_gaps_counter
 
 
 class IdentityMetrics:
@@ -86,13 +86,7 @@ class IdentityMetrics:
         self.commits = Counter(
             "omnipipe_identity_commits_total",
             "Offset commits after every output, record and message was acknowledged.", registry=registry)
-        self.offset_gaps = Counter(
-            "omnipipe_identity_offset_gaps_total",
-            "Fetches that jumped over input offsets: refetch = read again from the first missing one, "
-            "accepted = still absent after every re-read (pipeline/broker/offset_gaps.py).",
-            ["outcome"], registry=registry)
-        for outcome in GAP_OUTCOMES:
-            self.offset_gaps.labels(outcome)
+        self.offset_gaps = offset_gaps_counter("identity", registry)
         self.commit_failures = Counter(
             "omnipipe_identity_commit_failures_total",
             "Offset commits refused (e.g. by a rebalance): the records are re-read, never lost.",

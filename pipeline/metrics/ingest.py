@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from pipeline.broker.offset_gaps import OUTCOMES as GAP_OUTCOMES
 from pipeline.ingest.reasons import ALL_REASONS
+from pipeline.metrics.offset_gaps import offset_gaps_counter
 
 CONTROL = "control"
 
@@ -57,13 +57,7 @@ class IngestMetrics:
             "Offset commits after all outputs of the processed records were acknowledged.",
             registry=registry,
         )
-        self.offset_gaps = Counter(
-            "omnipipe_ingest_offset_gaps_total",
-            "Fetches that jumped over input offsets: refetch = read again from the first missing one, "
-            "accepted = still absent after every re-read (pipeline/broker/offset_gaps.py).",
-            ["outcome"], registry=registry)
-        for outcome in GAP_OUTCOMES:
-            self.offset_gaps.labels(outcome)
+        self.offset_gaps = offset_gaps_counter("ingest", registry)
         self.commit_failures = Counter(
             "omnipipe_ingest_commit_failures_total",
             "Offset commits the group refused (e.g. during a rebalance); those records are re-read.",

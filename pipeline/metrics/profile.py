@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from pipeline.broker.offset_gaps import OUTCOMES as GAP_OUTCOMES
 from pipeline.ingest.reasons import Reason
+from pipeline.metrics.offset_gaps import offset_gaps_counter
 from pipeline.profile.engine import Counts
 from pipeline.profile.fold import Outcome
 
@@ -74,13 +74,7 @@ class ProfileMetrics:
             "Records written to the profile changelog (tombstones included).", registry=registry)
         self.commits = Counter(
             "omnipipe_profile_commits_total", "Profile stage commits.", registry=registry)
-        self.offset_gaps = Counter(
-            "omnipipe_profile_offset_gaps_total",
-            "Fetches that jumped over input offsets: refetch = read again from the first missing one, "
-            "accepted = still absent after every re-read (pipeline/broker/offset_gaps.py).",
-            ["outcome"], registry=registry)
-        for outcome in GAP_OUTCOMES:
-            self.offset_gaps.labels(outcome)
+        self.offset_gaps = offset_gaps_counter("profile", registry)
         self.commit_failures = Counter(
             "omnipipe_profile_commit_failures_total",
             "Input offset commits the broker refused (the inputs are skipped on re-read).", registry=registry)
