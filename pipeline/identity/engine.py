@@ -11,8 +11,8 @@ and their confirmations are the exception (``BROKER_ONLY``): they always go
 through the broker, which is what keeps a crash from stranding an outbox.
 
 What the engine gives back is what the runner must publish, in this order
-(``runner.py`` explains why): resolved events and audit facts (idempotent
-outputs), then the changed records (changelog), then the remote messages.
+(``runner.py`` explains why): audit facts and dead letters, then the changed
+records (changelog), then the resolved events and the remote messages.
 The engine itself holds no I/O: records come from a ``RecordSource``.
 """
 

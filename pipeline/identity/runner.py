@@ -14,9 +14,11 @@ the range assignor, so one worker owns partition *p* of all three.
 
 Commit order, and why (the rules need state never behind what was sent):
 
-1. resolved events, audit records and dead letters are published and
-   acknowledged. They are idempotent (the same event id / audit id again), so
-   being ahead of the state only means a duplicate after a crash;
+1. audit records and dead letters are published and acknowledged. An audit
+   fact is derived once, by the delivery that changes the record (a replay
+   onto the newer state has none to give), so it leaves before that state;
+   it is idempotent (the same audit id), so being ahead of the state only
+   means a duplicate after a crash;
 2. changed records go to the changelog (headers: this run's id and commit
    number), acknowledged; then the commit's completion mark goes to
    ``identity.commits``; then RocksDB with the changelog offset. Kafka cannot
@@ -25,7 +27,13 @@ Commit order, and why (the rules need state never behind what was sent):
    records), so a worker killed inside this step leaves part of a commit on
    the changelog: every restore skips records of commits without a
    completion mark (``store.restore_partitions``);
-3. messages for other workers are published and acknowledged;
+3. resolved events and messages for other workers are published and
+   acknowledged. A resolved event must not be ahead of the state: the entry
+   identifier's memo is what makes a replayed event resolve to the profile
+   it went to first. Replayed onto state from before its memo entry, with
+   the messages interleaved differently, it can resolve to another profile;
+   the profile stage then folds it into both and counts it twice once they
+   merge (``tests/e2e/test_profile_pipeline.py`` caught it under load);
 4. input offsets are committed.
 
 A crash anywhere replays the uncommitted input onto state that is at least as
@@ -420,10 +428,7 @@ class IdentityLoop:
         cfg = self.config
         now = self._clock_ms()
         self._pending = _Pending()
-        # 1. idempotent outputs
-        for ev in pending.resolved:
-            produce(producer, cfg.resolved_topic, ev.payload, ev.profile.encode(), None,
-                    [(INCARNATION_HEADER, ev.incarnation.encode())])
+        # 1. audit facts and dead letters (only derived once: a replay onto newer state has none to give)
         audit = cfg.merges_subject
         for merge in pending.merges:
             produce(producer, cfg.merges_topic, self._encode(audit, merge_record(merge, now)),
@@ -445,7 +450,10 @@ class IdentityLoop:
         self._persist(producer, by_partition)
         self.stats.changelog_records += len(dirty)
         self._metrics.changelog_records.inc(len(dirty))
-        # 3. messages for the partitions other workers own
+        # 3. resolved events, and messages for the partitions other workers own
+        for ev in pending.resolved:
+            produce(producer, cfg.resolved_topic, ev.payload, ev.profile.encode(), None,
+                    [(INCARNATION_HEADER, ev.incarnation.encode())])
         for p, msg in pending.remote:
             produce(producer, cfg.messages_topic, encode_message(msg), msg.key.encode(), p)
         for ref, at in pending.forget:

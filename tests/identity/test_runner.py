@@ -162,3 +162,51 @@ def test_an_erasure_request_forgets_the_profile_and_every_identifier_it_lists(
     assert all(others.values())  # nobody else was touched
     grouping = read_grouping_from(client, cat["identity_changelog"].name)
     assert not members & grouping.keys() and profile not in grouping.values()
+
+
+class Killed(Exception):
+    """Stands for kill -9 at the moment the changelog would be written."""
+
+
+def test_no_resolved_event_leaves_before_the_state_that_resolved_it(
+        broker: EmbeddedBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resolved event published ahead of its memo entry can be resolved elsewhere on replay and be
+    counted in two profiles; so a stage killed before its state is durable has published none."""
+    tag = uuid.uuid4().hex[:6]
+    cat = _catalogue(tag)
+    client = {"bootstrap.servers": broker.bootstrap_servers}
+    ensure_topics(client, cat)
+    producer = Producer(client)
+    good = RECORDS[:50]
+    for value in good:
+        producer.produce(cat["canonical"].name, value, b"k")
+    assert producer.flush(10) == 0
+
+    loop = _loop(broker, cat, tmp_path / "state", monkeypatch, tag)
+    persisted: list[int] = []
+
+    def killed(_producer: Producer, by_partition: dict[int, list[tuple[bytes, bytes | None]]]) -> None:
+        persisted.append(sum(map(len, by_partition.values())))
+        raise Killed
+
+    loop._persist = killed  # type: ignore[method-assign]
+    died: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loop.run()
+        except Killed as exc:
+            died.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert died and persisted and persisted[0] > 0  # it resolved events and died writing their state
+    assert list(iter_topic(client, cat["resolved"].name, idle_s=1.0)) == []
+
+    again = _loop(broker, cat, tmp_path / "state", monkeypatch, tag)  # the restart replays them
+    with Running(again) as running:
+        running.wait(lambda: again.stats.resolved >= len(good) and again.stats.idle_since is not None)
+    ids = [CODEC.decode(r.value or b"", SUBJECT)["event_id"] for r in iter_topic(client, cat["resolved"].name,
+                                                                                  idle_s=1.0)]
+    assert sorted(ids) == sorted(CODEC.decode(v, SUBJECT)["event_id"] for v in good)
