@@ -42,9 +42,11 @@ JUMP_LOG, ACCEPTED_LOG = "fetch jumped from offset", "still absent after"
 
 
 def fetch_jumps(logs: Path) -> tuple[int, int]:
-    """(jumps re-read, jumps accepted) in every worker log of a scenario, restarts included."""
+    """(jumps re-read, jumps accepted) in every worker log of a scenario, restarts and sub-runs included.
+
+    One level down at most: deeper ``*.log`` files are RocksDB's write-ahead logs."""
     jumps = accepted = 0
-    for path in sorted(logs.glob("*.log")):
+    for path in sorted([*logs.glob("*.log"), *logs.glob("*/*.log")]):
         text = path.read_text(errors="replace")
         jumps += text.count(JUMP_LOG)
         accepted += text.count(ACCEPTED_LOG)

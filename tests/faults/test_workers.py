@@ -23,3 +23,9 @@ def test_fetch_jumps_counts_what_the_guard_logs(tmp_path: Path, caplog: pytest.L
     (tmp_path / "w2.log").write_text("=== start 1 ===\nnothing to see\n")
     (tmp_path / "notes.txt").write_text(caplog.text)  # not a worker log
     assert fetch_jumps(tmp_path) == (2, 1)
+    (tmp_path / "control").mkdir()
+    (tmp_path / "control" / "w1.log").write_text(caplog.text)  # a sub-run's worker log counts
+    wal = tmp_path / "control" / "state-w1" / "profile"
+    wal.mkdir(parents=True)
+    (wal / "000008.log").write_text(caplog.text)  # RocksDB's write-ahead log does not
+    assert fetch_jumps(tmp_path) == (4, 2)
