@@ -7,6 +7,9 @@ variable to fix.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +20,16 @@ from pipeline.errors import ConfigError
 
 #: Used only with the embedded broker, where every byte is synthetic and local.
 EMBEDDED_DEV_HASH_KEY = "omnipipe-embedded-dev-key-not-for-production"
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address (or ``localhost``) that only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -38,12 +51,35 @@ class Settings(BaseSettings):
     schema_registry_url: str | None = Field(None, alias="SCHEMA_REGISTRY_URL")
     schema_registry_username: str | None = Field(None, alias="SCHEMA_REGISTRY_USERNAME")
     schema_registry_password: SecretStr | None = Field(None, alias="SCHEMA_REGISTRY_PASSWORD")
+    schema_registry_bearer_token: SecretStr | None = Field(None, alias="SCHEMA_REGISTRY_BEARER_TOKEN")
+    schema_registry_ssl_ca_location: Path | None = Field(None, alias="SCHEMA_REGISTRY_SSL_CA_LOCATION")
+    schema_registry_ssl_certificate_location: Path | None = Field(
+        None, alias="SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION")
+    schema_registry_ssl_key_location: Path | None = Field(None, alias="SCHEMA_REGISTRY_SSL_KEY_LOCATION")
+    # ingest waits (never dead-letters) while the registry is down; backoff doubles up to this
+    registry_retry_max_s: float = Field(30.0, alias="OMNIPIPE_REGISTRY_RETRY_MAX_S", gt=0)
 
     # Omnipipe
     pii_hash_key: SecretStr | None = Field(None, alias="OMNIPIPE_PII_HASH_KEY")
     group_id: str = Field("omnipipe", alias="OMNIPIPE_GROUP_ID", min_length=1)
     web_host: str = Field("127.0.0.1", alias="OMNIPIPE_WEB_HOST")
     web_port: int = Field(6066, alias="OMNIPIPE_WEB_PORT", ge=0, le=65535)
+    # bearer tokens accepted by the API, comma-separated (several at once for rotation); required once
+    # OMNIPIPE_WEB_HOST is not a loopback address
+    api_tokens: SecretStr | None = Field(None, alias="OMNIPIPE_API_TOKENS")
+    # worker-to-worker routing is signed with this (HMAC); default: derived from OMNIPIPE_PII_HASH_KEY,
+    # which every worker of a cluster shares already
+    cluster_secret: SecretStr | None = Field(None, alias="OMNIPIPE_CLUSTER_SECRET")
+    # /metrics, /healthz and /readyz on their own listener (no customer data there)
+    metrics_host: str = Field("127.0.0.1", alias="OMNIPIPE_METRICS_HOST")
+    metrics_port: int = Field(6067, alias="OMNIPIPE_METRICS_PORT", ge=0, le=65535)
+    lookup_rate_per_s: float = Field(20.0, alias="OMNIPIPE_LOOKUP_RATE_PER_S", gt=0)
+    lookup_burst: int = Field(40, alias="OMNIPIPE_LOOKUP_BURST", ge=1)
+    web_debug: bool = Field(False, alias="OMNIPIPE_WEB_DEBUG",
+                            description="Serve Faust's own pages (/, /router/, /table/...).")
+    # dead letters keep the rejected record's bytes encrypted under per-person keys wrapped with this;
+    # default: derived from OMNIPIPE_PII_HASH_KEY
+    dlq_key: SecretStr | None = Field(None, alias="OMNIPIPE_DLQ_KEY")
     data_dir: Path = Field(Path("var"), alias="OMNIPIPE_DATA_DIR")
     topology_path: Path | None = Field(None, alias="OMNIPIPE_TOPOLOGY")
     topic_partitions: int | None = Field(None, alias="OMNIPIPE_TOPIC_PARTITIONS", ge=1)
@@ -102,7 +138,36 @@ class Settings(BaseSettings):
             )
         if self.pii_hash_key is not None and len(self.pii_hash_key.get_secret_value()) < 16:
             raise ValueError("OMNIPIPE_PII_HASH_KEY must be at least 16 characters")
+        if not is_loopback(self.web_host) and not self.api_token_values():
+            raise ValueError(
+                f"OMNIPIPE_WEB_HOST={self.web_host} is reachable beyond this machine: set "
+                "OMNIPIPE_API_TOKENS (comma-separated bearer tokens, e.g. `openssl rand -hex 32`)"
+            )
+        if any(len(t) < 16 for t in self.api_token_values()):
+            raise ValueError("OMNIPIPE_API_TOKENS: every token must be at least 16 characters")
+        if self.dlq_key is not None and len(self.dlq_key.get_secret_value()) < 16:
+            raise ValueError("OMNIPIPE_DLQ_KEY must be at least 16 characters")
+        if self.cluster_secret is not None and len(self.cluster_secret.get_secret_value()) < 16:
+            raise ValueError("OMNIPIPE_CLUSTER_SECRET must be at least 16 characters")
         return self
+
+    def api_token_values(self) -> list[bytes]:
+        """The accepted bearer tokens (OMNIPIPE_API_TOKENS, comma-separated), empty when unset."""
+        if self.api_tokens is None:
+            return []
+        return [t.strip().encode() for t in self.api_tokens.get_secret_value().split(",") if t.strip()]
+
+    def routing_secret(self) -> bytes:
+        """The key that signs worker-to-worker requests (shared by every worker of the cluster)."""
+        if self.cluster_secret is not None:
+            return self.cluster_secret.get_secret_value().encode()
+        return hmac.new(self.hash_key(), b"omnipipe-routing-v1", hashlib.sha256).digest()
+
+    def dlq_master_key(self) -> bytes:
+        """The key that wraps the per-person keys of dead letters; default: derived from the hash key."""
+        if self.dlq_key is not None:
+            return self.dlq_key.get_secret_value().encode()
+        return hmac.new(self.hash_key(), b"omnipipe-dlq-v1", hashlib.sha256).digest()
 
     @property
     def embedded(self) -> bool:
