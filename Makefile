@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TOOLS  := $(VENV)/.tools
 DEMO_SECONDS ?= 60
 BENCH_EVENTS ?= 500000
 BENCH_REPEAT ?= 3
@@ -19,26 +20,31 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) ## create the virtualenv and install everything
+# promtool and the pinned Apache Kafka jars (scripts/install-tools says what it does)
+$(TOOLS): $(STAMP) scripts/install-tools deploy/kafka/pom.xml
+	scripts/install-tools $(BIN)/python
+	touch $(TOOLS)
+
+install: $(STAMP) $(TOOLS) ## create the virtualenv and install everything
 	@echo "installed into $(VENV)"
 
-demo: $(STAMP) ## embedded broker + worker + simulator, live summary (DEMO_SECONDS=60)
+demo: $(STAMP) $(TOOLS) ## embedded broker + worker + simulator, live summary (DEMO_SECONDS=60)
 	$(BIN)/omnipipe demo --seconds $(DEMO_SECONDS)
 
-test: $(STAMP) ## the whole test suite (unit, broker, end to end)
+test: $(STAMP) $(TOOLS) ## the whole test suite (unit, broker, end to end)
 	$(BIN)/pytest -q
 
-test-unit: $(STAMP) ## only tests that need no broker
+test-unit: $(STAMP) $(TOOLS) ## only tests that need no broker
 	$(BIN)/pytest -q -m "not broker and not e2e"
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check pipeline tests
 	$(BIN)/mypy
 
-bench: $(STAMP) ## ingest vs raw passthroughs, ratios from one run (BENCH_EVENTS=500000 BENCH_REPEAT=3)
+bench: $(STAMP) $(TOOLS) ## ingest vs raw passthroughs, ratios from one run (BENCH_EVENTS=500000 BENCH_REPEAT=3)
 	$(BIN)/omnipipe bench --events $(BENCH_EVENTS) --repeat $(BENCH_REPEAT)
 
-faults: $(STAMP) ## fault scenarios on real workers, minutes each (FAULTS_ARGS="--only crash --kills 10")
+faults: $(STAMP) $(TOOLS) ## fault scenarios on real workers, minutes each (FAULTS_ARGS="--only crash --kills 10")
 	$(BIN)/omnipipe faults $(FAULTS_ARGS)
 
 schemas: $(STAMP) ## register changed schema sources as new versions (checks compatibility)

@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry
 from pipeline.broker.client_config import faust_broker_kwargs, librdkafka_config
 from pipeline.broker.partitioner import PartitionMap
 from pipeline.contracts.codec import AvroCodec
-from pipeline.dlq.agent import register_dlq_summary
+from pipeline.dlq.agent import register_dlq_summary, register_dlq_vault
+from pipeline.dlq.sealer import DeadLetterSealer
 from pipeline.identity.link_reader import fast_header
 from pipeline.identity.lookup import register_identity_lookup
 from pipeline.identity.runner import IdentityConfig, IdentityLoop
@@ -24,6 +25,7 @@ from pipeline.ingest.processor import IngestProcessor, IngestRules, SourceTopic
 from pipeline.ingest.runner import IngestConfig, IngestLoop
 from pipeline.metrics.identity import IdentityMetrics
 from pipeline.metrics.ingest import IngestMetrics
+from pipeline.metrics.lag import lag_monitor
 from pipeline.metrics.nba import NbaMetrics
 from pipeline.metrics.profile import ProfileMetrics
 from pipeline.nba.catalogue import ActionCatalogue, load_action_catalogue
@@ -34,6 +36,8 @@ from pipeline.settings import Settings
 from pipeline.topology.catalogue import CHANNELS, Role, TopicCatalogue
 from pipeline.topology.identity_config import load_identity_limits
 from pipeline.topology.profile_config import load_profile_limits
+from pipeline.web.guard import WebGuard
+from pipeline.web.health import HealthServer
 
 #: librdkafka consumer settings for the embedded broker (measured on Tansu):
 #: - it holds a new member's JoinGroup for about half the session timeout (23 s with librdkafka's
@@ -77,6 +81,7 @@ def build_ingest(
             max_future_skew_ms=int(settings.max_future_skew_s * 1000),
             max_event_age_ms=int(settings.max_event_age_days * 86_400_000),
         ),
+        DeadLetterSealer(settings.dlq_master_key(), PiiHasher(settings.hash_key())),
     )
     if settings.local_broker and "consumer_overrides" not in overrides:
         overrides["consumer_overrides"] = LOCAL_CONSUMER
@@ -88,8 +93,10 @@ def build_ingest(
         canonical_subject=catalogue["canonical"].avro_subject,
         dlq_topic=catalogue["dlq"].name,
         dlq_subject=catalogue["dlq"].avro_subject,
+        dlq_keys_topic=catalogue["dlq_keys"].name,
         batch_size=settings.ingest_batch_size,
         commit_interval_s=settings.ingest_commit_interval_s,
+        registry_retry_max_s=settings.registry_retry_max_s,
         **overrides,
     )
     return IngestLoop(config, processor, codec.encode, IngestMetrics(registry, CHANNELS))
@@ -118,6 +125,7 @@ def build_identity(
         merges_subject=catalogue["identity_merges"].avro_subject,
         owners_topic=catalogue["identity_owners"].name,
         commits_topic=catalogue["identity_commits"].name,
+        dlq_keys_topic=catalogue["dlq_keys"].name,
         dlq_topic=catalogue["dlq"].name,
         dlq_subject=catalogue["dlq"].avro_subject,
         partitions=canonical.partitions,
@@ -190,9 +198,14 @@ def build_app(
     catalogue: TopicCatalogue,
     codec: AvroCodec,
     registry: CollectorRegistry | None = None,
+    started_at: float | None = None,
 ) -> Pipeline:
-    """Build the worker's Faust app; requires resolved bootstrap servers."""
-    from faust.sensors.prometheus import setup_prometheus_sensors
+    """Build the worker's Faust app; requires resolved bootstrap servers.
+
+    Binds the metrics listener now (a ConfigError naming the variable if it cannot); the API and it
+    serve once the worker runs.
+    """
+    from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 
     registry = registry or CollectorRegistry()
     actions = load_action_catalogue(settings.actions_config_path)  # validated before anything starts
@@ -206,6 +219,7 @@ def build_app(
         topic_allow_declare=False,  # topics come from topologies/, created by the admin step
         topic_disable_leader=True,
         web_enabled=True,
+        web_bind=settings.web_host,  # listen exactly there (Faust's default is every interface)
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
@@ -215,19 +229,29 @@ def build_app(
         producer_linger_ms=5,
         logging_config=None,
     )
-    setup_prometheus_sensors(app, "/metrics", registry, name_prefix="faust")
+    app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))  # served by health
+    guard = WebGuard.from_settings(settings, registry)
+    guard.install(app, debug=settings.web_debug)  # auth on every route; Faust's pages only if debug
     register_dlq_summary(app, catalogue, codec)
+    register_dlq_vault(app, catalogue, registry)
     ingest = build_ingest(settings, catalogue, codec, registry)
     identity = build_identity(settings, catalogue, codec, registry)
     profile = build_profile(settings, catalogue, codec, registry, actions)
     hasher = PiiHasher(settings.hash_key())
-    register_identity_lookup(app, identity, hasher)
-    register_profile_api(app, profile, identity, hasher)
+    register_identity_lookup(app, identity, hasher, guard)
+    register_profile_api(app, profile, identity, hasher, guard)
     stages = [StageService(ingest, "ingest"), StageService(identity, "identity"),
               StageService(profile, "profile")]
+    lag = lag_monitor(registry, {"ingest": ingest.status, "identity": identity.status,
+                                 "profile": profile.status},
+                      librdkafka_config(settings), tansu=settings.local_broker)
+    stages.append(StageService(lag, "lag"))  # omnipipe_consumer_lag_records, read in its own thread
+    health = HealthServer.for_worker(settings, registry, [ingest.status, identity.status, profile.status],
+                                     started_at=started_at)
 
     @app.task
     async def start_stages() -> None:
+        await app.add_runtime_dependency(health)
         for service in stages:
             await app.add_runtime_dependency(service)
 

@@ -3,17 +3,120 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import sys
+import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import OmnipipeError
+import annotated_types
+from pydantic import SecretStr
+
+from pipeline.dlq.cli import add_dlq_parser, run_dlq
+from pipeline.errors import ExitCode, OmnipipeError
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
+
+
+@dataclass(frozen=True)
+class EnvVariable:
+    """One environment variable a worker reads, as ``pipeline/settings.py`` declares it."""
+
+    name: str
+    default: str
+    secret: bool
+    allowed: str  # the choices or bounds, "" when any value of the type is accepted
+    description: str
+
+
+def _is_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or any(_is_secret(a) for a in typing.get_args(annotation))
+
+
+def _choices(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    for arg in typing.get_args(annotation):
+        found = _choices(arg)
+        if found:
+            return found
+    return ()
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _bounds(metadata: Sequence[Any]) -> str:
+    ge = next((m.ge for m in metadata if isinstance(m, annotated_types.Ge)), None)
+    le = next((m.le for m in metadata if isinstance(m, annotated_types.Le)), None)
+    if ge is not None and le is not None:
+        return f"{_show(ge)}..{_show(le)}"
+    parts = []
+    for item in metadata:
+        if isinstance(item, annotated_types.Ge):
+            parts.append(f">= {_show(item.ge)}")
+        elif isinstance(item, annotated_types.Gt):
+            parts.append(f"> {_show(item.gt)}")
+        elif isinstance(item, annotated_types.Le):
+            parts.append(f"<= {_show(item.le)}")
+        elif isinstance(item, annotated_types.MinLen):
+            parts.append("not empty")
+    return ", ".join(parts)
+
+
+def environment_variables() -> list[EnvVariable]:
+    """Every variable of ``Settings``: alias, default, allowed values, description (never a value)."""
+    from pipeline.settings import Settings
+
+    out = []
+    for field in Settings.model_fields.values():
+        assert field.alias, "every setting has its environment variable as alias"
+        choices = _choices(field.annotation)
+        secret = _is_secret(field.annotation)
+        out.append(EnvVariable(
+            name=field.alias,
+            default=("(secret) " if secret else "") + _show(field.default),
+            secret=secret,
+            allowed=("one of " + ", ".join(map(str, choices))) if choices else _bounds(field.metadata),
+            description=field.description or "",
+        ))
+    return out
+
+
+def format_environment(variables: Sequence[EnvVariable]) -> str:
+    """The ``worker --help`` epilog: one line per variable."""
+    width = max(len(v.name) for v in variables) + 2
+    dwidth = max(len(v.default) for v in variables) + 2
+    lines = ["environment (default; allowed values; README.md, section Configuration, says what each does):"]
+    for v in variables:
+        note = "; ".join(p for p in (v.allowed, v.description) if p)
+        lines.append(f"  {v.name:<{width}}{v.default:<{dwidth}}{note}".rstrip())
+    lines.append("")
+    lines.append(_exit_codes())
+    return "\n".join(lines)
+
+
+def _exit_codes() -> str:
+    return "exit codes: " + ", ".join(f"{int(c)} {c.name.lower()}" for c in ExitCode)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("omnipipe")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown (not installed)"
 
 
 def _configure_logging(level: str) -> None:
@@ -27,11 +130,16 @@ def _configure_logging(level: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="omnipipe", description=__doc__)
+    p = argparse.ArgumentParser(prog="omnipipe", description=__doc__, epilog=_exit_codes())
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser(
-        "worker", help="run a pipeline worker (embedded broker if KAFKA_BOOTSTRAP_SERVERS is unset)"
+        "worker", help="run a pipeline worker (embedded broker if KAFKA_BOOTSTRAP_SERVERS is unset)",
+        description="Run a pipeline worker: ingest, identity, profiles and next-best-action. Without "
+                    "KAFKA_BOOTSTRAP_SERVERS it starts an embedded broker.",
+        epilog=format_environment(environment_variables()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub.add_parser("topics", help="create the topics declared in topologies/ (idempotent)")
 
@@ -77,6 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     from pipeline.faults.suite import add_arguments
 
     add_arguments(faults)
+    add_dlq_parser(sub)
 
     evaluate = sub.add_parser("evaluate", help="score a stage's output against a simulation's ground truth")
     stages = evaluate.add_subparsers(dest="stage", required=True)
@@ -101,8 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         _configure_logging(settings.log_level)
         if args.command == "worker":
+            from pipeline.runtime.preflight import check_worker
             from pipeline.runtime.worker import run_worker
 
+            check_worker(settings)  # ports free, registry reachable: before any broker starts
             return run_worker(settings)
         if args.command == "topics":
             from pipeline.runtime.cluster import cluster, load_topology, prepare_topics
@@ -130,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pipeline.faults.suite import run_suite
 
             return run_suite(args)
+        if args.command == "dlq":
+            return run_dlq(settings, args)
         if args.command == "models":
             from pipeline.nba.publish import publish_models
 
@@ -137,10 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
     except OmnipipeError as exc:
         print(f"omnipipe: {exc}", file=sys.stderr)
-        return 2
+        return int(exc.exit_code)
     except KeyboardInterrupt:
-        return 130
-    return 1
+        return int(ExitCode.INTERRUPTED)
+    return int(ExitCode.FAILURE)
 
 
 def _evaluate(settings: Settings, args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import ConfigError
@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     )
     kafka_sasl_username: str | None = Field(None, alias="KAFKA_SASL_USERNAME")
     kafka_sasl_password: SecretStr | None = Field(None, alias="KAFKA_SASL_PASSWORD")
-    kafka_ssl_ca_location: Path | None = Field(None, alias="KAFKA_SSL_CA_LOCATION")
+    kafka_ssl_ca_location: FilePath | None = Field(None, alias="KAFKA_SSL_CA_LOCATION")  # must exist
 
     # Schema registry (optional: without it, ids come from schemas/registry)
     schema_registry_url: str | None = Field(None, alias="SCHEMA_REGISTRY_URL")
@@ -104,8 +104,14 @@ class Settings(BaseSettings):
     )
     local_broker: bool = Field(
         False, alias="OMNIPIPE_LOCAL_BROKER",
-        description="The cluster is the embedded Tansu broker: short group timeouts.",
+        description="The cluster is an embedded broker on this machine: short group timeouts.",
     )
+    # which embedded broker to start when KAFKA_BOOTSTRAP_SERVERS is unset: Apache Kafka where Java 17+
+    # and its jars are present (auto), else Tansu
+    embedded_broker: Literal["auto", "kafka", "tansu"] = Field("auto", alias="OMNIPIPE_EMBEDDED_BROKER")
+    # the broker's known defects to work around (DESIGN.md): "tansu" for the embedded Tansu broker
+    # (set automatically when it is started), "none" for Apache Kafka and every real cluster
+    broker_quirks: Literal["none", "tansu"] = Field("none", alias="OMNIPIPE_BROKER_QUIRKS")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="OMNIPIPE_LOG_LEVEL")
 
     @property
@@ -149,7 +155,37 @@ class Settings(BaseSettings):
             raise ValueError("OMNIPIPE_DLQ_KEY must be at least 16 characters")
         if self.cluster_secret is not None and len(self.cluster_secret.get_secret_value()) < 16:
             raise ValueError("OMNIPIPE_CLUSTER_SECRET must be at least 16 characters")
+        self._check_schema_registry()
         return self
+
+    def _check_schema_registry(self) -> None:
+        """SCHEMA_REGISTRY_*: one kind of auth, a key only with its certificate, files that exist."""
+        extras = {
+            "SCHEMA_REGISTRY_USERNAME": self.schema_registry_username,
+            "SCHEMA_REGISTRY_PASSWORD": self.schema_registry_password,
+            "SCHEMA_REGISTRY_BEARER_TOKEN": self.schema_registry_bearer_token,
+            "SCHEMA_REGISTRY_SSL_CA_LOCATION": self.schema_registry_ssl_ca_location,
+            "SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION": self.schema_registry_ssl_certificate_location,
+            "SCHEMA_REGISTRY_SSL_KEY_LOCATION": self.schema_registry_ssl_key_location,
+        }
+        if not self.schema_registry_url:
+            given = [name for name, value in extras.items() if value is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} set without SCHEMA_REGISTRY_URL: set it, or unset them")
+            return
+        if (self.schema_registry_username is None) != (self.schema_registry_password is None):
+            raise ValueError("SCHEMA_REGISTRY_USERNAME and SCHEMA_REGISTRY_PASSWORD go together: set both")
+        if self.schema_registry_username is not None and self.schema_registry_bearer_token is not None:
+            raise ValueError("SCHEMA_REGISTRY_USERNAME/PASSWORD (basic auth) and "
+                             "SCHEMA_REGISTRY_BEARER_TOKEN are both set: choose one")
+        if self.schema_registry_ssl_key_location and not self.schema_registry_ssl_certificate_location:
+            raise ValueError("SCHEMA_REGISTRY_SSL_KEY_LOCATION needs "
+                             "SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION (the client certificate of that key)")
+        for name in ("SCHEMA_REGISTRY_SSL_CA_LOCATION", "SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION",
+                     "SCHEMA_REGISTRY_SSL_KEY_LOCATION"):
+            path = extras[name]
+            if isinstance(path, Path) and not path.exists():
+                raise ValueError(f"{name}={path}: no such file")
 
     def api_token_values(self) -> list[bytes]:
         """The accepted bearer tokens (OMNIPIPE_API_TOKENS, comma-separated), empty when unset."""
@@ -173,6 +209,11 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no cluster is configured and the embedded broker is used."""
         return self.kafka_bootstrap_servers is None
+
+    @property
+    def tansu(self) -> bool:
+        """True when the cluster is Tansu, whose defects the pipeline works around (only there)."""
+        return self.broker_quirks == "tansu"
 
     def hash_key(self) -> bytes:
         if self.pii_hash_key is not None:

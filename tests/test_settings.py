@@ -53,8 +53,10 @@ def test_listening_everywhere_needs_an_advertised_url(monkeypatch: pytest.Monkey
     with pytest.raises(ConfigError, match="OMNIPIPE_WEB_ADVERTISED_URL"):
         load_settings()
     monkeypatch.setenv("OMNIPIPE_WEB_ADVERTISED_URL", "http://worker-3.internal:6066/")
+    monkeypatch.setenv("OMNIPIPE_API_TOKENS", "t" * 32)
     assert load_settings().advertised_url == "http://worker-3.internal:6066"
     monkeypatch.delenv("OMNIPIPE_WEB_HOST")
     monkeypatch.delenv("OMNIPIPE_WEB_ADVERTISED_URL")
+    monkeypatch.delenv("OMNIPIPE_API_TOKENS")
     monkeypatch.setenv("OMNIPIPE_WEB_PORT", "7001")
     assert load_settings().advertised_url == "http://127.0.0.1:7001"

@@ -19,7 +19,7 @@ from pipeline.contracts.errors import (
     UnknownSchemaId,
     UnknownSubject,
 )
-from pipeline.contracts.registry_client import SchemaRegistryClient
+from pipeline.contracts.registry_client import RegistryConfig, RegistryResolver
 from pipeline.contracts.resolver import RegisteredSchema, SchemaResolver
 from pipeline.contracts.wire import frame, unframe
 
@@ -31,8 +31,9 @@ __all__ = [
     "EncodeError",
     "IncompatibleSchema",
     "RegisteredSchema",
+    "RegistryConfig",
+    "RegistryResolver",
     "SchemaCatalogue",
-    "SchemaRegistryClient",
     "SchemaRegistryError",
     "SchemaResolver",
     "UnknownSchemaId",

@@ -136,7 +136,7 @@ class AvroCodec:
         except UnknownSchemaId:
             raise DecodeError("unknown_schema_id", f"schema id {schema_id} is not registered") from None
         except SchemaRegistryError as exc:
-            raise DecodeError("registry_unavailable", f"schema id {schema_id}: {exc}") from exc
+            raise DecodeError("registry_unavailable", str(exc), schema_id=schema_id) from exc
         except LookupError:
             raise DecodeError("schema_mismatch", f"subject {subject} is not registered") from None
         if writer.schema_id == reader.schema_id:

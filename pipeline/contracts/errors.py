@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from pipeline.errors import OmnipipeError, SchemaError
+from pipeline.errors import DependencyError, OmnipipeError, SchemaError
 
 DecodeReason = Literal[
     "empty",
@@ -78,8 +78,8 @@ class IncompatibleSchema(SchemaError):
         self.problems = problems
 
 
-class SchemaRegistryError(OmnipipeError):
-    """The Schema Registry refused a request or could not be reached."""
+class SchemaRegistryError(DependencyError):
+    """The Schema Registry refused a request or could not be reached (never the record's fault)."""
 
     def __init__(self, message: str, *, status: int | None = None, error_code: int | None = None) -> None:
         super().__init__(message)

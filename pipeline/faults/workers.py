@@ -61,7 +61,10 @@ class WorkerProcess:
         self.state = state
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._env = {**env, "OMNIPIPE_DATA_DIR": str(state), "OMNIPIPE_WEB_PORT": str(self.port)}
+        self.metrics_port = free_port()  # /metrics, /healthz, /readyz: their own listener
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
+        self._env = {**env, "OMNIPIPE_DATA_DIR": str(state), "OMNIPIPE_WEB_PORT": str(self.port),
+                     "OMNIPIPE_METRICS_PORT": str(self.metrics_port)}
         self._logs = logs
         self.starts = 0
         self.kills = 0
@@ -110,7 +113,7 @@ class WorkerProcess:
 
     def metrics(self) -> Scrape | None:
         with contextlib.suppress(OSError):
-            return scrape(self.url + "/metrics")
+            return scrape(self.metrics_url + "/metrics")
         return None
 
     def wait_up(self, timeout: float = 120.0) -> None:
@@ -131,6 +134,8 @@ def worker_env(bootstrap: str, hash_key: str, **extra: str) -> dict[str, str]:
         "OMNIPIPE_PII_HASH_KEY": hash_key,
         "OMNIPIPE_LOCAL_BROKER": "1",
         "OMNIPIPE_LOG_LEVEL": "WARNING",
+        # the scenarios read many profiles back from one client: no lookup rate limit in the way
+        "OMNIPIPE_LOOKUP_RATE_PER_S": "10000", "OMNIPIPE_LOOKUP_BURST": "10000",
         **extra,
     })
     return env

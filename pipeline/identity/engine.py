@@ -85,6 +85,10 @@ class ResolvedEvent:
     payload: bytes
 
 
+#: what a merge ended (``Counts.merged``, the ``absorbed`` label of omnipipe_identity_merges_total)
+MERGE_KINDS = ("profile", "identifier")
+
+
 @dataclass
 class Counts:
     """What one batch did, for metrics (plain ints so the engine stays free of Prometheus)."""
@@ -94,6 +98,10 @@ class Counts:
     forwarded: int = 0  # a Resolved passed on by an ended incarnation (forwarding hop)
     links: int = 0  # link requests newly recorded at a cluster root
     merges: int = 0
+    # merges by what ended: "profile" (it had events of its own, handed over to the stronger profile)
+    # or "identifier" (an identifier that arrived with a stronger one, e.g. a new e-mail with its
+    # customer id: its profile had no events, nothing moved)
+    merged: Counter[str] = field(default_factory=Counter)
     refusals: Counter[str] = field(default_factory=Counter)
     local: Counter[str] = field(default_factory=Counter)  # message type -> delivered in memory
     remote: Counter[str] = field(default_factory=Counter)  # message type -> sent to another worker
@@ -246,6 +254,9 @@ class IdentityEngine:
             new = rec.merges[merges:]
             out.merges.extend(new)
             out.counts.merges += len(new)
+            for merge in new:  # what it folded waits in the outbox for the stronger profile's ack
+                had_events = bool(rec.outbox.get(merge.source_incarnation))
+                out.counts.merged["profile" if had_events else "identifier"] += 1
         elif isinstance(rec, ClusterRecord):
             if appended:  # a transfer brings requests already counted where they were appended
                 out.counts.links += max(0, len(rec.requests) - requests)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.broker.reader import iter_topic
-from pipeline.errors import OmnipipeError
+from pipeline.errors import ConfigError, OmnipipeError
 from pipeline.identity.codec import (
     ERASED_PREFIX,
     IdentityCodecError,
@@ -46,6 +46,10 @@ _IDENT_PREFIX = state_key(Space.IDENT, "x")[:-1]  # b"i|"
 
 class GroupingError(OmnipipeError):
     """The changelog could not be read, or holds something this code cannot decode."""
+
+
+class GroupingInputError(GroupingError, ConfigError):
+    """What the command was given cannot be scored (no cluster configured, an unreadable truth file)."""
 
 
 # --------------------------------------------------------------------------- the grouping
@@ -100,7 +104,7 @@ def read_grouping(settings: Settings, catalogue: TopicCatalogue, idle_s: float =
     from pipeline.broker.client_config import librdkafka_config
 
     if settings.embedded:
-        raise GroupingError("reading the identity changelog needs KAFKA_BOOTSTRAP_SERVERS "
+        raise GroupingInputError("reading the identity changelog needs KAFKA_BOOTSTRAP_SERVERS "
                             "(an embedded broker only lives as long as the command that started it)")
     return read_grouping_from(librdkafka_config(settings), catalogue["identity_changelog"].name, idle_s)
 
@@ -173,7 +177,7 @@ def evaluate_identity(settings: Settings, catalogue: TopicCatalogue, truth_path:
     try:
         truth = load_truth(truth_path)
     except (OSError, ValueError, KeyError) as exc:
-        raise GroupingError(f"cannot read truth file {truth_path}: {exc}") from exc
+        raise GroupingInputError(f"cannot read truth file {truth_path}: {exc}") from exc
     groups = truth_groups(truth, PiiHasher(settings.hash_key()))
     grouping = read_grouping(settings, catalogue, idle_s)
     return IdentityEvaluation(pairwise_score(grouping, groups),

@@ -9,11 +9,13 @@ by kind.
 
 Routing: partition ownership is published on ``identity.owners`` by each
 worker when it takes a partition; a worker that does not own the key's
-partition forwards the request to the owner's URL (one hop, marked with a
-header so a request never travels twice: a worker that receives a routed
-request for a partition it just lost answers 503, retry). The profile record
-may live on another partition than the identifier; it is fetched the same
-way.
+partition forwards the request to the owner's URL (one hop, signed with the
+cluster secret so a request never travels twice: a worker that receives a
+routed request for a partition it just lost answers 503, retry). The profile
+record may live on another partition than the identifier; it is fetched the
+same way. The owner-side routes (``?part=ident``, ``/identity/_profile/``)
+answer signed requests only (403 otherwise); the client routes are rate
+limited per client (``pipeline/web/guard.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from pipeline.identity.model import Ref, kind_of
 from pipeline.identity.runner import IdentityLoop
 from pipeline.ingest.identifiers import KINDS as RAW_KINDS
 from pipeline.ingest.identifiers import IdentifierError, PiiHasher, resolve_identifiers
-from pipeline.runtime.routing import NOT_OWNER, RETRY, ROUTED, OwnerRouter, Unavailable
+from pipeline.runtime.routing import NOT_OWNER, RETRY, OwnerRouter, Unavailable
+from pipeline.web.guard import WebGuard, is_routed
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +56,8 @@ def ref_from_body(body: bytes, hasher: PiiHasher) -> Ref:
     return ref
 
 
-def register_identity_lookup(app: faust.App, loop: IdentityLoop, hasher: PiiHasher) -> None:
-    router = OwnerRouter(loop, loop.config.advertised_url)
+def register_identity_lookup(app: faust.App, loop: IdentityLoop, hasher: PiiHasher, guard: WebGuard) -> None:
+    router = OwnerRouter(loop, loop.config.advertised_url, guard.signer)
 
     async def _owned(ref: Ref, routed: bool, local: Any, path: str) -> tuple[int, Any]:
         return await router.fetch(ref, routed, local, path, f"unknown identifier {ref}")
@@ -81,17 +84,23 @@ def register_identity_lookup(app: faust.App, loop: IdentityLoop, hasher: PiiHash
 
     class IdentityView(View):
         async def get(self, request: Request, ref: str) -> Response:
-            routed = request.headers.get(ROUTED) == "1"
-            if routed and request.query.get("part") == "ident":
+            routed = is_routed(request)
+            if request.query.get("part") == "ident":
+                if (forbidden := guard.internal_only(request)) is not None:
+                    return forbidden
                 if not loop.owns(ref):
                     return self.json(NOT_OWNER, status=503, headers=RETRY)
                 found = loop.resolve_local(ref)
                 return self.json(found) if found else self.json({"error": f"unknown identifier {ref}"},
                                                                status=404)
+            if (limited := guard.throttle(request)) is not None:
+                return limited
             return await resolve(self, ref, routed)
 
     class ProfileView(View):
         async def get(self, request: Request, profile: str) -> Response:
+            if (forbidden := guard.internal_only(request)) is not None:
+                return forbidden
             if not loop.owns(profile):
                 return self.json(NOT_OWNER, status=503, headers=RETRY)
             found = loop.profile_local(profile)
@@ -101,6 +110,8 @@ def register_identity_lookup(app: faust.App, loop: IdentityLoop, hasher: PiiHash
 
     class RawLookupView(View):
         async def post(self, request: Request) -> Response:
+            if (limited := guard.throttle(request)) is not None:
+                return limited
             try:
                 ref = ref_from_body(await request.read(), hasher)
             except ValueError as exc:

@@ -58,6 +58,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pipeline.broker.delivery import produce
 from pipeline.broker.offset_gaps import OffsetGapGuard
 from pipeline.contracts.errors import DecodeError
+from pipeline.dlq.vault import erase_record
 from pipeline.identity.audit import merge_record, refusal_record
 from pipeline.identity.codec import (
     ERASED_PREFIX,
@@ -76,7 +77,9 @@ from pipeline.identity.state import IdentifierRecord, ProfileRecord
 from pipeline.identity.store import RocksRecordStore, read_done_commits, restore_partitions
 from pipeline.ingest.reasons import Reason
 from pipeline.metrics.identity import IdentityMetrics
+from pipeline.runtime.ordering import ConsumerOrder
 from pipeline.runtime.routing import announce_owner, poll_owners
+from pipeline.runtime.status import StageStatus
 from pipeline.state.committer import ChangelogCommitter
 from pipeline.state.erasure import erasure_marker
 
@@ -116,7 +119,13 @@ class IdentityConfig:
     #: trickle of events costs at most 1/gap commits a second instead of one per poll
     caught_up_gap_s: float = 0.02
     max_cached_records: int = 50_000  # per partition, decoded, between commits
+    # canonical events are resolved in event-time order across its partitions (``pipeline/runtime/
+    # ordering.py``): at most this many wait per partition (then it is paused), and an empty partition
+    # the broker has more for holds the others back at most this long
+    order_max_buffered: int = 5000
+    order_max_wait_ms: int = 1000
     secret: bytes = b"omnipipe"  # keys the erasure markers (the PII hash key in a worker)
+    dlq_keys_topic: str | None = None  # an erased ref's dead-letter key shares are destroyed there
     consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -156,6 +165,16 @@ class _Pending:
         return bool(self.offsets or self.remote or self.resolved or self.dead or self.forget)
 
 
+@dataclass(frozen=True, slots=True)
+class _Canonical:
+    """A canonical record waiting for its turn in event time: its event, or why it is a dead letter."""
+
+    msg: Message
+    event: LinkEvent | None
+    reason: Reason | None = None
+    detail: str = ""
+
+
 class IdentityLoop:
     """``run`` blocks until ``stop``; ``lookup`` may be called from any thread."""
 
@@ -176,12 +195,17 @@ class IdentityLoop:
         self.assigned = threading.Event()  # set once partitions are owned and restored
         self._lock = threading.Lock()  # engine state: the loop vs lookups
         self._stop = threading.Event()
+        self.status = StageStatus("identity")  # read by /readyz, the lag monitor
         self._pending = _Pending()
         self._committer = ChangelogCommitter(self.store, config.changelog_topic, config.commits_topic,
                                              metrics.delivery_failures.inc)
         self._record_counts: dict[tuple[int, Space], int] = {}
         self._erased: dict[int, dict[bytes, int]] = {}  # partition -> erasure marker -> request time
         self._gaps = OffsetGapGuard(lambda outcome: metrics.offset_gaps.labels(outcome).inc())
+        # canonical events wait here until they are next in event time across its partitions
+        self._order: ConsumerOrder[_Canonical] = ConsumerOrder(
+            [config.canonical_topic], max_buffered=config.order_max_buffered,
+            max_wait_ms=config.order_max_wait_ms)
 
     def stop(self) -> None:
         self._stop.set()
@@ -223,6 +247,8 @@ class IdentityLoop:
     # ------------------------------------------------------------------ ownership
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition], producer: Producer) -> None:
         self._gaps.forget(partitions)
+        self._order.assigned(consumer, partitions)
+        self.status.assigned_to(frozenset((tp.topic, tp.partition) for tp in partitions))
         numbers = sorted({tp.partition for tp in partitions} - set(self.engine.partitions))
         started = time.monotonic()
         cfg = self.config
@@ -251,10 +277,13 @@ class IdentityLoop:
         producer.flush(10)
         self._update_gauges()
         self.assigned.set()
+        self.status.restore_done()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition], producer: Producer) -> None:
         self._commit(consumer, producer)
         self._gaps.forget(partitions)
+        self._order.revoked(partitions)  # unresolved, so uncommitted: the new owner reads them again
+        self.status.revoked(frozenset((tp.topic, tp.partition) for tp in partitions))
         with self._lock:
             for p in sorted({tp.partition for tp in partitions}):
                 self.engine.revoke(p)
@@ -267,6 +296,7 @@ class IdentityLoop:
         cfg = self.config
         consumer, producer, owners = self._make_clients()
         closed = False
+        self.status.started(cfg.group_id)
         try:
             md = owners.list_topics(cfg.owners_topic, timeout=10)
             owners.assign([TopicPartition(cfg.owners_topic, p, -2)  # OFFSET_BEGINNING
@@ -279,8 +309,8 @@ class IdentityLoop:
             last_commit = time.monotonic()
             while not self._stop.is_set():
                 batch = consumer.consume(num_messages=cfg.batch_size, timeout=0.01)
-                if batch:
-                    self._handle(self._gaps.filter(consumer, batch))
+                if batch or self._order.buffered():  # buffered: released once next in event time
+                    self._handle(self._gaps.filter(consumer, batch) if batch else [], consumer)
                     self.stats.idle_since = None
                 producer.poll(0)
                 poll_owners(owners, self.config.owners_topic, self.owners)
@@ -292,19 +322,23 @@ class IdentityLoop:
                                           and now - last_commit >= cfg.caught_up_gap_s)):
                     self._commit(consumer, producer)
                     last_commit = time.monotonic()
-                elif not batch and not self._pending and self.stats.idle_since is None:
+                elif (not batch and not self._pending and not self._order.buffered()
+                      and self.stats.idle_since is None):
                     self.stats.idle_since = now
             self._commit(consumer, producer)
             consumer.close()
             closed = True
         finally:
+            self.status.stopped()
             if not closed:
                 consumer.close()
             owners.close()
             producer.flush(5)
             self.store.close()
 
-    def _handle(self, batch: list[Message]) -> None:
+    def _handle(self, batch: list[Message], consumer: Consumer | None = None) -> None:
+        """Take a batch: canonical events are buffered and resolved once next in event time across
+        the canonical partitions (``pipeline/runtime/ordering.py``), messages and erasures at once."""
         started = time.perf_counter()
         cfg = self.config
         pending = self._pending
@@ -312,6 +346,7 @@ class IdentityLoop:
         forget: list[Message] = []
         decode = self._decode
         fast = cfg.canonical_header
+        add = self._order.add
         for msg in batch:
             err = msg.error()
             if err is not None:
@@ -322,29 +357,40 @@ class IdentityLoop:
             partition: int = msg.partition()  # type: ignore[assignment]
             offset: int = msg.offset()  # type: ignore[assignment]
             value = msg.value()
-            pending.offsets[(topic, partition)] = offset + 1
-            if topic == cfg.canonical_topic:
+            if topic == cfg.canonical_topic:  # its offset is committable once it is released
                 try:
                     if fast is not None and value is not None and value[:5] == fast:
                         event = read_link_event(value)
                     else:
                         event = LinkEvent.from_canonical(decode(value, cfg.canonical_subject))  # type: ignore[arg-type]
-                    if self._erased and self._erased_past(event):
-                        self._metrics.erased_events_dropped.inc()
-                        self.stats.erased_dropped += 1
-                        continue
-                    inputs.append(Observe(event, value))  # type: ignore[arg-type]
+                    add(topic, partition, offset, event.event_time, _Canonical(msg, event))
                 except DecodeError as exc:
-                    self._dead_letter(_decode_reason(exc.reason), str(exc), msg)
+                    add(topic, partition, offset, None,
+                        _Canonical(msg, None, _decode_reason(exc.reason), str(exc)))
                 except (ValueError, KeyError, TypeError) as exc:
-                    self._dead_letter(Reason.INVALID_IDENTIFIER, f"{type(exc).__name__}: {exc}", msg)
-            elif topic == cfg.forget_topic:
+                    add(topic, partition, offset, None,
+                        _Canonical(msg, None, Reason.INVALID_IDENTIFIER, f"{type(exc).__name__}: {exc}"))
+                continue
+            pending.offsets[(topic, partition)] = offset + 1
+            if topic == cfg.forget_topic:
                 forget.append(msg)
             else:
                 try:
                     inputs.append(decode_message(value))  # type: ignore[arg-type]
                 except IdentityCodecError as exc:
                     self._dead_letter(Reason.INTERNAL_ERROR, f"undecodable identity message: {exc}", msg)
+        for r in self._order.release(consumer, int(time.monotonic() * 1000)):  # after the messages
+            pending.offsets[(r.partition.topic, r.partition.partition)] = r.offset + 1
+            item = r.item
+            if item.event is None:
+                self._dead_letter(item.reason, item.detail, item.msg)  # type: ignore[arg-type]
+            elif self._erased and self._erased_past(item.event):
+                self._metrics.erased_events_dropped.inc()
+                self.stats.erased_dropped += 1
+            else:
+                inputs.append(Observe(item.event, item.msg.value()))  # type: ignore[arg-type]
+        if not inputs and not forget and not batch:
+            return  # nothing was ready: the buffered events wait for a partition behind them
         with self._lock:
             out = self.engine.process(inputs)
             for msg in forget:
@@ -459,6 +505,8 @@ class IdentityLoop:
         for ref, at in pending.forget:
             produce(producer, cfg.forget_topic, forget_request("ref", ref, at), ref.encode(),
                     self.partition_of(ref))
+            if cfg.dlq_keys_topic:  # crypto-shred the person's dead letters (pipeline/dlq/vault.py)
+                produce(producer, cfg.dlq_keys_topic, erase_record(ref, at), ref.encode())
         self._committer.flush(producer, "messages")
         # 4. inputs
         offsets = [TopicPartition(t, p, o) for (t, p), o in pending.offsets.items()]

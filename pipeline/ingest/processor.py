@@ -1,16 +1,21 @@
-"""The ingest decision for one record: accept as canonical, or dead-letter.
+"""The ingest decision for one record: accept as canonical, dead-letter, or defer.
 
 Pure and synchronous (the clock is passed in), so every rule is tested
 without a broker, and no exception can escape for any input bytes: whatever
-goes wrong becomes a dead letter with a reason code.
+goes wrong with the record becomes a dead letter with a reason code; a
+dependency that did not answer (the schema registry) defers the record, to be
+retried, never dead-lettered.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from pipeline.dlq.crypto import SourceCoordinates
+from pipeline.dlq.sealer import DeadLetterSealer, VaultKey
 from pipeline.ingest.canonical import FieldError, check_control, to_canonical
 from pipeline.ingest.identifiers import IdentifierError, IdentifierResolver, PiiHasher
 from pipeline.ingest.reasons import Reason
@@ -41,7 +46,19 @@ class Accepted(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class Rejected:
     reason: Reason
-    dead_letter: dict[str, Any]
+    dead_letter: dict[str, Any]  # raw bytes only sealed (pipeline/dlq/crypto.py)
+    vault_keys: tuple[VaultKey, ...] = ()  # for dlq.keys, acknowledged before the offset is committed
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A dependency (the schema registry) did not answer: the record may be fine.
+
+    Never a dead letter: the caller holds the record and retries it later.
+    ``detail`` names the dependency and the failure, never record contents.
+    """
+
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +69,11 @@ class IngestRules:
 
 
 _REASONS = {r.value: r for r in Reason}
+#: Refused after the record decoded: its identifiers can be read to file the dead letter under them.
+_DECODED_REASONS = frozenset({
+    Reason.MISSING_IDENTIFIERS, Reason.INVALID_IDENTIFIER, Reason.FUTURE_EVENT_TIME,
+    Reason.STALE_EVENT_TIME, Reason.INVALID_AMOUNT, Reason.INVALID_CONTROL, Reason.INTERNAL_ERROR,
+})
 
 
 class IngestProcessor:
@@ -63,11 +85,14 @@ class IngestProcessor:
         decoder: RecordDecoder,
         hasher: PiiHasher,
         rules: IngestRules | None = None,
+        sealer: DeadLetterSealer | None = None,
     ) -> None:
         self._sources = dict(sources)
         self._decoder = decoder
         self._identifiers = IdentifierResolver(hasher)
         self._rules = rules or IngestRules()
+        # without one (tools, tests), dead letters are still sealed, under a key nobody keeps
+        self._sealer = sealer or DeadLetterSealer(os.urandom(32), hasher)
 
     def process(
         self,
@@ -78,9 +103,11 @@ class IngestProcessor:
         key: bytes | None,
         value: bytes | None,
         now_ms: int,
-    ) -> Accepted | Rejected:
+    ) -> Accepted | Rejected | Deferred:
         try:
             return self._decide(topic, partition, offset, value, now_ms)
+        except _Unavailable as unavailable:
+            return Deferred(unavailable.detail)
         except _Refused as refused:
             return self._rejected(refused.reason, refused.detail, topic, partition, offset,
                                   timestamp_ms, key, value, now_ms, refused.schema_id)
@@ -105,7 +132,9 @@ class IngestProcessor:
             )
         try:
             record = self._decoder.decode(value, source.subject)
-        except Exception as exc:  # every decode failure is a dead letter
+        except Exception as exc:  # every decode failure is a dead letter, but a dependency's
+            if getattr(exc, "retryable", False):  # registry_unavailable: says nothing about the record
+                raise _Unavailable(str(exc)) from None
             reason = _REASONS.get(getattr(exc, "reason", ""), Reason.NOT_AVRO)
             raise _Refused(reason, str(exc), getattr(exc, "schema_id", None)) from None
         try:
@@ -171,9 +200,14 @@ class IngestProcessor:
 
         The value is cut to the record limit so the dead letter itself stays
         publishable; only oversize records are affected, and the source
-        coordinates point at the full record.
+        coordinates point at the full record. The key and value are never
+        kept in plaintext: they are sealed under key shares of the record's
+        refs (``pipeline/dlq/``), which an erasure of the person destroys.
         """
         limit = self._rules.max_record_bytes
+        kept = value[:limit] if value and len(value) > limit else value
+        sealed = self._sealer.seal(SourceCoordinates(topic, partition, offset),
+                                   self._identifiers_of(reason, topic, value), key, kept, now_ms)
         return Rejected(reason, {  # an ``omnipipe.dlq.DeadLetter``; ``detail`` never holds raw PII
             "source_topic": topic,
             "source_partition": partition,
@@ -184,9 +218,31 @@ class IngestProcessor:
             "stage": "ingest",
             "schema_id": schema_id,
             "dead_lettered_at": now_ms,
-            "key": key,
-            "value": value[:limit] if value and len(value) > limit else value,
-        })
+            **sealed.fields,
+        }, sealed.vault_keys)
+
+    def _identifiers_of(self, reason: Reason, topic: str, value: bytes | None) -> Mapping[str, Any] | None:
+        """The raw identifiers of a record refused after it decoded, to file its dead letter under.
+
+        Decoded again here rather than carried out of ``_decide``: only
+        rejected records pay for it, and the accepted path stays as it is.
+        """
+        source = self._sources.get(topic)
+        if reason not in _DECODED_REASONS or source is None or not value:
+            return None
+        try:
+            identifiers = self._decoder.decode(value, source.subject).get("identifiers")
+        except Exception:  # an internal error may be the decoder's own: then nothing is attributable
+            return None
+        return identifiers if isinstance(identifiers, Mapping) else None
+
+
+class _Unavailable(Exception):
+    """A dependency failed while deciding; ``process`` returns ``Deferred``."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
 
 
 class _Refused(Exception):

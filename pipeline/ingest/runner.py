@@ -11,7 +11,10 @@ app like any other service.
 At-least-once: input offsets are committed only after every canonical event
 and dead letter produced from them was acknowledged by the broker. A
 delivery failure stops the stage (the worker exits and replays from the
-last commit) rather than skipping records.
+last commit) rather than skipping records. A schema registry that does not
+answer pauses the loop instead (``pipeline/ingest/outage.py``): the records
+from the first one it could not decode are held and retried with backoff,
+never dead-lettered, and nothing past them is committed.
 """
 
 from __future__ import annotations
@@ -26,9 +29,15 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from pipeline.broker.delivery import DeliveryFailed
+from pipeline.broker.delivery import produce as produce_waiting
 from pipeline.broker.offset_gaps import OffsetGapGuard
-from pipeline.ingest.processor import Accepted, IngestProcessor, SourceTopic
+from pipeline.contracts.errors import SchemaRegistryError
+from pipeline.dlq.sealer import VaultKey
+from pipeline.ingest.outage import Backoff, HeldRecords, RegistryWait
+from pipeline.ingest.processor import Accepted, Deferred, IngestProcessor, SourceTopic
 from pipeline.metrics.ingest import CONTROL, IngestMetrics
+from pipeline.runtime.ordering import ConsumerOrder
+from pipeline.runtime.status import StageStatus
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +53,17 @@ class IngestConfig:
     canonical_subject: str
     dlq_topic: str
     dlq_subject: str
+    dlq_keys_topic: str | None = None  # the DLQ key vault's input; None drops the keys (tests only)
     batch_size: int = 2000
     commit_interval_s: float = 0.5
+    # while the schema registry does not answer: retry the held record after 0.2 s, doubling up to this
+    registry_retry_max_s: float = 30.0
+    registry_retry_initial_s: float = 0.2
+    # outputs leave in event-time order across the input partitions (``pipeline/runtime/ordering.py``):
+    # at most this many decoded records wait per partition (then it is paused), and an empty partition
+    # the broker has more for holds the others back at most this long
+    order_max_buffered: int = 5000
+    order_max_wait_ms: int = 1000
     consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
     producer_overrides: Mapping[str, Any] = field(default_factory=dict)
 
@@ -60,6 +78,16 @@ class IngestStats:
     commits: int = 0
     first_batch_at: float | None = None  # time.perf_counter() of the first records
     last_commit_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Output:
+    """What one input record gives, waiting for its turn in event time (``pipeline/runtime/ordering.py``)."""
+
+    topic: str  # the canonical topic or the dead-letter topic
+    value: bytes
+    key: bytes | None
+    vault_keys: tuple[VaultKey, ...] = ()  # a dead letter's key shares, produced just before it
 
 
 class IngestLoop:
@@ -80,9 +108,17 @@ class IngestLoop:
         self._gaps = OffsetGapGuard(lambda outcome: metrics.offset_gaps.labels(outcome).inc())
         self._clock_ms = clock_ms
         self._stop = threading.Event()
+        self.status = StageStatus("ingest")  # read by /readyz, the lag monitor
         self.stats = IngestStats()
         self._failures = 0
         self._pending: dict[tuple[str, int], int] = {}  # next offset to commit
+        # decoded records wait here until they are next in event time across the inputs (then produced)
+        self._order: ConsumerOrder[_Output] = ConsumerOrder(
+            config.sources, max_buffered=config.order_max_buffered, max_wait_ms=config.order_max_wait_ms)
+        self._consumer: Consumer | None = None  # set by ``run`` (the order reads its watermarks)
+        self._backoff = Backoff(config.registry_retry_initial_s, config.registry_retry_max_s)
+        self._wait: RegistryWait | None = None  # records held while the schema registry is down
+        self._assignment_changed = False
         self._channel_label = {
             name: (src.channel.lower() if src.channel else CONTROL)
             for name, src in config.sources.items()
@@ -156,31 +192,57 @@ class IngestLoop:
         """A dead letter must always be publishable, or one record would stop the stage for good."""
         try:
             return self._encode(self.config.dlq_subject, record)
+        except SchemaRegistryError:
+            raise  # the registry is down, not the record: the caller holds it and retries
         except Exception as exc:
             log.error("dead letter could not be encoded (%s); publishing it without its value",
                       type(exc).__name__)
-            fallback = {**record, "value": None, "key": None,
+            fallback = {**record, "value": None, "key": None, "sealed": None,
                         "detail": f"{record.get('reason')}; the dead letter itself failed to encode"}
             return self._encode(self.config.dlq_subject, fallback)
 
+    def _produce_vault_keys(self, producer: Producer, vault_keys: tuple[VaultKey, ...]) -> None:
+        """A dead letter's key shares, flushed with it before the offset commit (``pipeline/dlq/``)."""
+        topic = self.config.dlq_keys_topic
+        if topic is None:
+            return
+        for vk in vault_keys:
+            produce_waiting(producer, topic, vk.payload, vk.ref.encode())
+
     def run(self) -> None:
         consumer, producer = self._make_clients()
+        self._consumer = consumer
         closed = False
 
         def on_revoke(cons: Consumer, partitions: list[TopicPartition]) -> None:
             # Finish what we own before another member takes it over.
             self._commit(cons, producer)
             self._gaps.forget(partitions)
+            self.status.revoked(frozenset((tp.topic, tp.partition) for tp in partitions))
+            if self._wait is not None:
+                self._wait.drop(partitions)  # the new owner reads them again from the commit
+            self._order.revoked(partitions)  # unreleased, so uncommitted: the new owner reads them again
 
+        def on_assign(_cons: Consumer, partitions: list[TopicPartition]) -> None:
+            self._gaps.forget(partitions)
+            self._order.assigned(_cons, partitions)
+            self.status.assigned_to(frozenset((tp.topic, tp.partition) for tp in partitions))
+            self.status.restore_done()  # stateless: nothing to restore
+            self._assignment_changed = True  # paused or resumed in the loop, once assigned
+
+        self.status.started(self.config.group_id)
         try:
-            consumer.subscribe(list(self.config.sources), on_revoke=on_revoke,
-                               on_assign=lambda _c, partitions: self._gaps.forget(partitions))
+            consumer.subscribe(list(self.config.sources), on_revoke=on_revoke, on_assign=on_assign)
             last_commit = time.monotonic()
             while not self._stop.is_set():
+                if self._wait is not None or self._assignment_changed:
+                    self._registry_wait(consumer, producer)
                 # a short wait: consume() holds a partial batch until the timeout (latency at moderate load)
-                batch = consumer.consume(num_messages=self.config.batch_size, timeout=0.01)
+                batch = consumer.consume(num_messages=self.config.batch_size,
+                                         timeout=0.01 if self._wait is None else 0.05)
                 if batch:
-                    self._handle(self._gaps.filter(consumer, batch), producer)
+                    self._take(consumer, self._gaps.filter(consumer, batch), producer)
+                self._release(consumer, producer)
                 producer.poll(0)
                 if time.monotonic() - last_commit >= self.config.commit_interval_s:
                     self._commit(consumer, producer)
@@ -189,29 +251,30 @@ class IngestLoop:
             consumer.close()
             closed = True
         finally:
+            self.status.stopped()
             if not closed:
                 consumer.close()
             producer.flush(5)
 
-    def _handle(self, batch: list[Message], producer: Producer) -> None:
+    def _handle(self, batch: list[Message], producer: Producer) -> HeldRecords | None:
+        """Process ``batch`` in order; where the schema registry did not answer, stop and hold the rest."""
         started = time.perf_counter()
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = started
         cfg = self.config
         process = self._processor.process
         encode = self._encode
-        produce = producer.produce
-        poll = producer.poll
+        add = self._order.add
         labels = self._channel_label
         now_ms = self._clock_ms()
         consumed: dict[str, int] = {}
         accepted: dict[str, int] = {}
         dead: dict[str, int] = {}
-        pending = self._pending
         n_ok = n_dead = n_in = 0
         sample_every = 16
         observe = self._metrics.decode_seconds.observe
-        for msg in batch:
+        held: HeldRecords | None = None
+        for i, msg in enumerate(batch):
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
@@ -234,32 +297,115 @@ class IngestLoop:
             if type(result) is Accepted:
                 try:
                     value = encode(cfg.canonical_subject, result.event)
+                except SchemaRegistryError as exc:  # the canonical schema could not be fetched
+                    result = Deferred(f"encoding {cfg.canonical_subject}: {exc}")
                 except Exception as exc:
                     result = self._processor.internal_error(
                         topic, partition, offset, ts, msg.key(), msg.value(), now_ms, exc
                     )
-            key: bytes | None
             if type(result) is Accepted:
-                key = result.key.encode()
-                out_topic = cfg.canonical_topic
+                # produced once it is next in event time across the inputs (``_release``)
+                add(topic, partition, offset, result.event["event_time"],
+                    _Output(cfg.canonical_topic, value, result.key.encode()))
                 accepted[label] = accepted.get(label, 0) + 1
                 n_ok += 1
             else:
-                value = self._encode_dead_letter(result.dead_letter)  # type: ignore[union-attr]
-                key = msg.key()
-                out_topic = cfg.dlq_topic
+                if type(result) is not Deferred:
+                    try:
+                        value = self._encode_dead_letter(result.dead_letter)  # type: ignore[union-attr]
+                    except SchemaRegistryError as exc:  # the dead-letter schema could not be fetched
+                        result = Deferred(f"encoding {cfg.dlq_subject}: {exc}")
+                if type(result) is Deferred:  # a dependency failed, not the record: hold, never dead-letter
+                    n_in -= 1
+                    consumed[label] -= 1
+                    held = HeldRecords(batch[i:], result.detail)
+                    break
+                # no key: the record's key may name the person, it is only kept sealed; no time: it
+                # leaves after its partition's records before it
+                add(topic, partition, offset, None,
+                    _Output(cfg.dlq_topic, value, None, result.vault_keys))  # type: ignore[union-attr]
                 reason = result.reason.value  # type: ignore[union-attr]
                 dead[reason] = dead.get(reason, 0) + 1
                 n_dead += 1
-            while True:
-                try:
-                    produce(out_topic, value, key)
-                    break
-                except BufferError:
-                    poll(0.05)
-            pending[(topic, partition)] = offset + 1
+        self._release(self._consumer, producer)
         self.stats.consumed += n_in
         self.stats.accepted += n_ok
         self.stats.dead_lettered += n_dead
         self._metrics.add_batch(consumed, accepted, dead)
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        return held
+
+    def _release(self, consumer: Consumer | None, producer: Producer) -> None:
+        """Produce the outputs that are next in event time; their inputs' offsets become committable."""
+        released = self._order.release(consumer, int(time.monotonic() * 1000))
+        if not released:
+            return
+        produce = producer.produce
+        poll = producer.poll
+        pending = self._pending
+        for r in released:
+            out = r.item
+            if out.vault_keys:
+                self._produce_vault_keys(producer, out.vault_keys)
+            while True:
+                try:
+                    produce(out.topic, out.value, out.key)
+                    break
+                except BufferError:
+                    poll(0.05)
+            pending[(r.partition.topic, r.partition.partition)] = r.offset + 1
+
+    # -- waiting for the schema registry (see pipeline/ingest/outage.py) -----
+
+    def _take(self, consumer: Consumer, batch: list[Message], producer: Producer) -> None:
+        """Process a consumed batch, or queue it behind the held records while waiting."""
+        if self._wait is not None:  # e.g. a partition assigned during the wait, before its pause
+            self._wait.held.extend(batch)
+            return
+        held = self._handle(batch, producer)
+        if held is not None:
+            self._begin_wait(consumer, held)
+
+    def _begin_wait(self, consumer: Consumer, held: HeldRecords) -> None:
+        wait = self._wait = RegistryWait.begin(time.monotonic(), held, self._backoff)
+        self._metrics.registry_unavailable.set(1)
+        self._set_paused(consumer, True)
+        topic, partition, offset = wait.first
+        log.warning(
+            "schema registry unavailable; ingest holds %d records from %s[%d]@%d, dead-letters none, "
+            "and retries with backoff up to %gs: %s",
+            len(wait.held), topic, partition, offset, self._backoff.max_s, wait.detail,
+        )
+
+    def _registry_wait(self, consumer: Consumer, producer: Producer) -> None:
+        """Once per loop while waiting (or after a rebalance): retry the held records when due."""
+        wait = self._wait
+        if self._assignment_changed:
+            self._assignment_changed = False
+            self._set_paused(consumer, wait is not None)
+        if wait is None or not wait.due(time.monotonic()):
+            return
+        wait.retries += 1
+        self._metrics.registry_retries.inc()
+        held = self._handle(wait.held, producer) if wait.held else None
+        if held is not None:
+            wait.failed_again(time.monotonic(), held, self._backoff)
+            return
+        self._wait = None
+        self._metrics.registry_unavailable.set(0)
+        self._set_paused(consumer, False)
+        log.info("schema registry answers again; ingest resumed after waiting %.1fs (%d retries)",
+                 time.monotonic() - wait.started_at, wait.retries)
+
+    def _set_paused(self, consumer: Consumer, paused: bool) -> None:
+        """Pause (or resume) every assigned partition; the loop keeps polling, so the group holds."""
+        try:
+            partitions = consumer.assignment()
+            self._order.stage_paused = paused  # the ordering resumes none of them meanwhile
+            if partitions:
+                (consumer.pause if paused else consumer.resume)(partitions)
+            if not paused:
+                self._order.reapply_pauses(consumer)  # those whose order buffer is full stay paused
+        except KafkaException as exc:  # e.g. mid-rebalance: the next assignment is set again
+            self._assignment_changed = True
+            log.warning("could not %s partitions: %s", "pause" if paused else "resume", exc)

@@ -1,6 +1,6 @@
 """Identity stage metrics: links, merges, refusals, forwarding, messages, table size.
 
-Label sets are closed: refusal reasons (``RefusalReason``), message types
+Label sets are closed: merge kinds (``MERGE_KINDS``), refusal reasons (``RefusalReason``), message types
 (``messages.Message``), keyspaces (``Space``), routes (local/remote), dead-letter
 reasons (``Reason``). Counters are bumped once per batch from the engine's
 plain-int ``Counts``.
@@ -12,7 +12,7 @@ from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from pipeline.identity.engine import Counts
+from pipeline.identity.engine import MERGE_KINDS, Counts
 from pipeline.identity.messages import Message, Space
 from pipeline.identity.model import RefusalReason
 from pipeline.ingest.reasons import Reason
@@ -34,7 +34,9 @@ class IdentityMetrics:
             registry=registry)
         self.merges = Counter(
             "omnipipe_identity_merges_total",
-            "Profile incarnations merged into a stronger profile.", registry=registry)
+            "Profile incarnations merged into a stronger profile, by what ended: absorbed=profile (it had "
+            "events of its own, handed over) or identifier (it arrived with a stronger identifier, e.g. a "
+            "new e-mail with its customer id; nothing moved).", ["absorbed"], registry=registry)
         self.refusals = Counter(
             "omnipipe_identity_refused_links_total",
             "Links refused by the merge protection or the storm guard, per reason.",
@@ -93,6 +95,8 @@ class IdentityMetrics:
             registry=registry)
         for space in Space:
             self.records.labels(space.value)
+        for absorbed in MERGE_KINDS:
+            self.merges.labels(absorbed)
         for reason in RefusalReason:
             self.refusals.labels(reason.value)
         for dead in Reason:
@@ -105,7 +109,8 @@ class IdentityMetrics:
         self.events.inc(counts.events)
         self.resolved.inc(counts.resolved)
         self.links.inc(counts.links)
-        self.merges.inc(counts.merges)
+        for absorbed, n in counts.merged.items():
+            self.merges.labels(absorbed).inc(n)
         self.forwarding_hops.inc(counts.forwarded)
         for reason, n in counts.refusals.items():
             self.refusals.labels(reason).inc(n)

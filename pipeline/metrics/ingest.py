@@ -1,4 +1,5 @@
-"""Ingest metrics: events in per channel, dead letters per reason, decode latency.
+"""Ingest metrics: events in per channel, dead letters per reason, decode latency,
+and whether ingest is waiting for the schema registry.
 
 Labels are closed sets (the catalogue's channels, the reason enum), so the
 series count is fixed. Counters are bumped once per batch, not per record:
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pipeline.ingest.reasons import ALL_REASONS
 from pipeline.metrics.offset_gaps import offset_gaps_counter
@@ -61,6 +62,17 @@ class IngestMetrics:
         self.commit_failures = Counter(
             "omnipipe_ingest_commit_failures_total",
             "Offset commits the group refused (e.g. during a rebalance); those records are re-read.",
+            registry=registry,
+        )
+        self.registry_unavailable = Gauge(
+            "omnipipe_ingest_registry_unavailable",
+            "1 while ingest holds records because the schema registry does not answer "
+            "(it retries with backoff and never dead-letters them), else 0.",
+            registry=registry,
+        )
+        self.registry_retries = Counter(
+            "omnipipe_ingest_registry_retries_total",
+            "Retries of a held record while the schema registry did not answer.",
             registry=registry,
         )
         self._in = {c: self.events_in.labels(c) for c in labels}

@@ -1,4 +1,4 @@
-"""Read a worker's /metrics endpoint back into numbers (demo summary, tests)."""
+"""Read a worker's /metrics endpoint (on its metrics port, OMNIPIPE_METRICS_PORT) back into numbers."""
 
 from __future__ import annotations
 

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol
 
-from pipeline.errors import OmnipipeError
+from pipeline.errors import ConfigError
 from pipeline.nba.catalogue import ActionCatalogue
 from pipeline.nba.features import FEATURES
 
 
-class ModelError(OmnipipeError):
+class ModelError(ConfigError):
     """A model document that cannot be used; the message says what to fix."""
 
 

@@ -6,8 +6,10 @@ JSON body (``{"email": "a@b.example"}``, hashed here, so raw e-mails and
 phones never appear in URLs or access logs). The identifier is resolved to
 its profile id by the identity stage (on the identity owner), then the
 profile is read on the profile partition's owner (``runtime/routing.py``).
-The answer holds refs only (e-mail and phone as HMAC hashes). OpenAPI:
-``docs/openapi/customer-360.yaml``.
+The answer holds refs only (e-mail and phone as HMAC hashes). The owner-side
+route ``/profiles/_local/`` answers signed worker-to-worker requests only
+(403 otherwise); the client routes are rate limited per client
+(``pipeline/web/guard.py``). OpenAPI: ``docs/openapi/customer-360.yaml``.
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ from pipeline.identity.model import kind_of
 from pipeline.identity.runner import IdentityLoop
 from pipeline.ingest.identifiers import PiiHasher
 from pipeline.profile.runner import ProfileLoop
-from pipeline.runtime.routing import NOT_OWNER, RETRY, ROUTED, OwnerRouter, Unavailable
+from pipeline.runtime.routing import NOT_OWNER, RETRY, OwnerRouter, Unavailable
+from pipeline.web.guard import WebGuard
 
 BAD_REF = {"error": "not an identifier: expected kind:value with kind in cust, card, email, phone, dev, anon"}
 
 
 def register_profile_api(app: faust.App, profiles: ProfileLoop, identity: IdentityLoop,
-                         hasher: PiiHasher) -> None:
+                         hasher: PiiHasher, guard: WebGuard) -> None:
     url = profiles.config.advertised_url
-    identity_router = OwnerRouter(identity, url)
-    profile_router = OwnerRouter(profiles, url)
+    identity_router = OwnerRouter(identity, url, guard.signer)
+    profile_router = OwnerRouter(profiles, url, guard.signer)
 
     async def answer(view: View, ref: str) -> Response:
         try:
@@ -56,13 +59,17 @@ def register_profile_api(app: faust.App, profiles: ProfileLoop, identity: Identi
 
     class ProfileView(View):
         async def get(self, request: Request, ref: str) -> Response:
+            if (limited := guard.throttle(request)) is not None:
+                return limited
             return await answer(self, ref)
 
     class LocalView(View):
         """The owner's answer to a routed request."""
 
         async def get(self, request: Request, profile: str) -> Response:
-            if request.headers.get(ROUTED) != "1" or not profiles.owns(profile):
+            if (forbidden := guard.internal_only(request)) is not None:
+                return forbidden
+            if not profiles.owns(profile):
                 return self.json(NOT_OWNER, status=503, headers=RETRY)
             found: dict[str, Any] | None = profiles.profile_local(profile)
             if found is None:
@@ -71,6 +78,8 @@ def register_profile_api(app: faust.App, profiles: ProfileLoop, identity: Identi
 
     class LookupView(View):
         async def post(self, request: Request) -> Response:
+            if (limited := guard.throttle(request)) is not None:
+                return limited
             try:
                 ref = ref_from_body(await request.read(), hasher)
             except ValueError as exc:

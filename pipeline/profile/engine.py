@@ -49,7 +49,7 @@ from typing import Any, Protocol
 
 from pipeline.nba.decide import NbaCounts
 from pipeline.nba.decider import Decider
-from pipeline.nba.timers import due_times
+from pipeline.nba.timers import due_by, due_times
 from pipeline.profile.codec import pack, state_fields, state_from_fields, unpack
 from pipeline.profile.fold import CONSENT, ERASED, ERASURE, REJECTED, Outcome, fold_event
 from pipeline.profile.limits import ProfileLimits
@@ -74,9 +74,15 @@ FORGET = "forget"  # the identity stage is asked to forget the profile and every
 TRIGGERS = "triggers"  # [channel, Trigger record, occasion kind]: to triggers.<channel>
 
 # message kinds on profile.messages
-TRANSFER = "T"
-FORWARD = "F"
+TRANSFER = "T"  # [T, origin, seq, target, t_inc, source, s_inc, state fields, {action: fired basis}]
+FORWARD = "F"  # [F, origin, seq, target, t_inc, event, judged at]
 ERASE = "E"
+
+# decision clocks (``OMNIPIPE_NBA_CLOCK``)
+WALL = "wall"  # decide now; timers fire on the wall clock
+EVENT = "event"  # decide at the stream time of the event's input partition; timers at their due time
+OCCASION = "occasion"  # decide at the occasion's own time (event time, due time)
+DECISION_CLOCKS = (WALL, EVENT, OCCASION)
 
 
 def profile_key(profile: Ref) -> bytes:
@@ -149,7 +155,13 @@ class Meta:
     """Per partition: next input offset per topic, last seq applied per origin, next outbox seq.
 
     Also the partition's live profiles and their stored bytes (keys and
-    values), kept with every commit so the gauges need no scan at assignment.
+    values), kept with every commit so the gauges need no scan at assignment;
+    and its event clock: ``stream_time``, the newest event time this
+    partition has taken, and ``source_times``, the same per input partition
+    of the pipeline the events came from (``events.pos#3``: the canonical
+    event's source topic and partition). Both only move forward and are
+    committed with the state they judged, so a replay after a crash resumes
+    the same clock.
     """
 
     next_offset: dict[str, int] = field(default_factory=dict)
@@ -157,14 +169,18 @@ class Meta:
     next_seq: int = 0
     live: int = 0
     stored_bytes: int = 0
+    stream_time: int = 0
+    source_times: dict[str, int] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        return pack([self.next_offset, self.applied_seq, self.next_seq, self.live, self.stored_bytes])
+        return pack([self.next_offset, self.applied_seq, self.next_seq, self.live, self.stored_bytes,
+                     self.stream_time, self.source_times])
 
     @classmethod
     def decode(cls, data: bytes) -> Meta:
-        offsets, seqs, next_seq, live, size = unpack(data)
-        return cls(dict(offsets), {int(k): v for k, v in seqs.items()}, next_seq, live, size)
+        offsets, seqs, next_seq, live, size, *clock = unpack(data)  # a meta written before the clock: 0
+        return cls(dict(offsets), {int(k): v for k, v in seqs.items()}, next_seq, live, size,
+                   clock[0] if clock else 0, dict(clock[1]) if len(clock) > 1 else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,21 +331,53 @@ class _Partition:
 
 
 
+def source_of(item: EventIn) -> str:
+    """The pipeline input partition an event was read from (``events.pos#3``), else the stage's own."""
+    topic = item.event.get("source_topic")
+    if topic is None:
+        return f"{item.topic}#{item.partition}"
+    return f"{topic}#{item.event.get('source_partition')}"
+
+
 class ProfileEngine:
-    """Not thread-safe: the runner holds a lock around it (lookups read from the web thread)."""
+    """Not thread-safe: the runner holds a lock around it (lookups read from the web thread).
+
+    The decision clock (``decision_clock``):
+
+    - ``wall``: every decision at ``clock_ms()``; timers fire once the wall
+      clock passes their due time;
+    - ``event`` (replays of history): each partition keeps its stream time,
+      per input partition of the pipeline (``Meta.source_times``) and
+      overall (``Meta.stream_time``), as Kafka Streams keeps a task's; an
+      event is judged at its input partition's stream time (so a late event
+      is late, and a partition another one is ahead of is not), a timer at
+      its own due time, and a partition's timers fire once *its* stream time
+      passes them;
+    - ``occasion``: every decision at the occasion's own time, timers like
+      ``event``.
+
+    On every clock, a profile's timers due at or before an event's time fire
+    (in due order, as of their due time) before that event is folded, and a
+    profile's due timers fire before a merge moves its state or brings
+    another's in; so on the event and occasion clocks, what a timer decides
+    does not depend on when a tick ran (only on the order its inputs came).
+    """
 
     def __init__(self, limits: ProfileLimits, partition_of: Callable[[Ref], int], store: RawStore,
                  clock_ms: Callable[[], int], max_cached: int = 100_000, secret: bytes = b"omnipipe",
-                 decider: Decider | None = None) -> None:
+                 decider: Decider | None = None, decision_clock: str = WALL) -> None:
+        if decision_clock not in DECISION_CLOCKS:
+            raise ValueError(f"unknown decision clock {decision_clock!r}: use one of "
+                             f"{', '.join(DECISION_CLOCKS)}")
         self.limits = limits
         self.decider = decider
         self.partition_of = partition_of
         self.store = store
-        self.clock_ms = clock_ms
+        self.clock_ms = clock_ms  # the wall clock
+        self.decision_clock = decision_clock
         self.max_cached = max_cached
         self.secret = secret
         self._parts: dict[int, _Partition] = {}
-        self.stream_time = 0  # the newest event time seen (the decision clock when replaying history)
         self.written_sizes: list[int] = []  # record sizes written since the runner last took them
 
     # ------------------------------------------------------------------ ownership
@@ -354,6 +402,26 @@ class ProfileEngine:
 
     def next_offset(self, topic: str, p: int) -> int:
         return self._parts[p].meta.next_offset.get(topic, 0)
+
+    def stream_time(self, p: int) -> int:
+        """Partition ``p``'s stream time: the newest event time it has taken (0 before any)."""
+        return self._parts[p].meta.stream_time
+
+    # ------------------------------------------------------------------ clocks
+    def _clock(self, judged: int) -> int:
+        """The ``clock`` handed to the decider for an occasion judged at ``judged`` on the event clock
+        (the decider decides at ``max(occasion time, clock)``)."""
+        if self.decision_clock == WALL:
+            return self.clock_ms()
+        return judged if self.decision_clock == EVENT else 0
+
+    def _timer_clock(self) -> int:
+        """A timer decides as of its due time, except on the wall clock (then: now, as live)."""
+        return self.clock_ms() if self.decision_clock == WALL else 0
+
+    def _horizon(self, part: _Partition) -> int:
+        """Timers of ``part`` due at or before this may fire."""
+        return self.clock_ms() if self.decision_clock == WALL else part.meta.stream_time
 
     # ------------------------------------------------------------------ records
     def _get(self, part: _Partition, p: int, profile: Ref) -> ProfileRecord:
@@ -418,25 +486,32 @@ class ProfileEngine:
 
     def _event(self, part: _Partition, p: int, item: EventIn, counts: Counts) -> None:
         t = item.event["event_time"]
-        if t > self.stream_time:
-            self.stream_time = t
+        meta = part.meta
+        source = source_of(item)
+        judged = meta.source_times.get(source, 0)
+        if t > judged:
+            meta.source_times[source] = judged = t
+        if t > meta.stream_time:
+            meta.stream_time = t
         rec = self._get(part, p, item.profile)
         end = rec.ended.get(item.incarnation)
-        if end is not None:
+        if end is not None:  # judged where it was read: a forwarded event is not late for the trip
             counts.forwarded += 1
-            self._send(part, p, [FORWARD, 0, 0, end[0], end[1], dict(item.event)])
+            self._send(part, p, [FORWARD, 0, 0, end[0], end[1], dict(item.event), judged])
             return
-        self._apply(part, p, item.profile, rec, item.event, counts, item)
+        self._apply(part, p, item.profile, rec, item.event, counts, item, judged)
 
     def _apply(self, part: _Partition, p: int, profile: Ref, rec: ProfileRecord, ev: Mapping[str, Any],
-               counts: Counts, source: EventIn | None) -> None:
+               counts: Counts, source: EventIn | None, judged: int) -> None:
         if ev["type"] == ERASURE:
-            self._erase(part, p, profile, rec, ev, counts)
+            self._erase(part, p, profile, rec, ev, counts, judged)
             return
         created = rec.state is None
         if created and self._erased_after(part, profile, ev["event_time"]):
             counts.outcomes[ERASED] = counts.outcomes.get(ERASED, 0) + 1
             return
+        if not created:  # what fell due before this event, as of then (the event may end the condition)
+            self._fire_due(part, profile, rec, ev["event_time"], counts)
         state = rec.state if rec.state is not None else ProfileState()
         outcome = fold_event(state, ev, self.limits)
         if outcome in REJECTED:
@@ -460,7 +535,7 @@ class ProfileEngine:
             part.meta.live += 1
         _touch(part, profile)
         if self.decider is not None:
-            for e in self.decider.after_event(profile, state, ev, self.clock_ms(), counts.nba):
+            for e in self.decider.after_event(profile, state, ev, self._clock(judged), counts.nba):
                 self._emit(part, TRIGGERS, -1, profile.encode(), [e.channel, e.record, e.kind])
 
     def _merge(self, part: _Partition, p: int, source: Ref, s_inc: Incarnation, target: Ref,
@@ -471,13 +546,16 @@ class ProfileEngine:
         if s_inc in rec.ended:
             return  # this end is already applied
         rec.ended[s_inc] = (target, t_inc)
+        if rec.state is not None:  # what fell due here fires here, before the state leaves
+            self._fire_due(part, source, rec, self._horizon(part), counts)
         state, rec.state = rec.state, None
         if state is not None:
             part.meta.live -= 1
+        fired = {action: entry[1] for action, entry in sorted(rec.timers.items()) if entry[1] != -1}
         _drop_index(part, source, rec)
         _touch(part, source)
         self._send(part, p, [TRANSFER, 0, 0, target, t_inc, source, s_inc,
-                             state_fields(state) if state is not None else None])
+                             state_fields(state) if state is not None else None, fired])
 
     def _message(self, part: _Partition, p: int, msg: list[Any], counts: Counts) -> None:
         kind, origin, seq, target, t_inc = msg[:5]
@@ -500,7 +578,9 @@ class ProfileEngine:
             self._send(part, p, [kind, 0, 0, end[0], end[1], *msg[5:]])
             return
         if kind == FORWARD:
-            self._apply(part, p, target, rec, msg[5], counts, None)
+            ev = msg[5]
+            judged = msg[6] if len(msg) > 6 else ev["event_time"]  # a message sent before the clock
+            self._apply(part, p, target, rec, ev, counts, None, judged)
         elif kind == TRANSFER:
             source, fields = msg[5], msg[7]
             incoming = state_from_fields(fields) if fields is not None else ProfileState()
@@ -510,15 +590,21 @@ class ProfileEngine:
             incoming.merged_from[source] = incoming.last_seen or 0
             if rec.state is None:
                 part.meta.live += 1
+            else:  # the target's own due timers fire as of its own state, before the merge changes it
+                self._fire_due(part, target, rec, self._horizon(part), counts)
             rec.state = merge(rec.state or ProfileState(), incoming, self.limits.caps)
+            for action, basis in (msg[8] if len(msg) > 8 else {}).items():
+                entry = rec.timers.setdefault(action, [-1, -1])
+                entry[1] = max(entry[1], basis)  # an occurrence fired there is not fired again here
             counts.merges_folded += 1
             _touch(part, target)
             if self.decider is not None:
-                for e in self.decider.after_merge(target, rec.state, self.clock_ms(), counts.nba):
+                for e in self.decider.after_merge(target, rec.state, self._clock(part.meta.stream_time),
+                                                  counts.nba):
                     self._emit(part, TRIGGERS, -1, target.encode(), [e.channel, e.record, e.kind])
 
     def _erase(self, part: _Partition, p: int, profile: Ref, rec: ProfileRecord, ev: Mapping[str, Any],
-               counts: Counts) -> None:
+               counts: Counts, judged: int) -> None:
         state = rec.state
         sources = sorted(state.merged_from) if state is not None else []
         erased = [profile, *sources]
@@ -532,8 +618,8 @@ class ProfileEngine:
             unsent = {e.value[1]["idempotency_key"] for e in part.new_outbox if e.dest == TRIGGERS
                       and e.key == key}
             part.new_outbox = [e for e in part.new_outbox if not (e.dest == TRIGGERS and e.key == key)]
-            for e in self.decider.on_erasure(profile, state, ev["event_time"], self.clock_ms(), counts.nba,
-                                             unsent=unsent):
+            for e in self.decider.on_erasure(profile, state, ev["event_time"], self._clock(judged),
+                                             counts.nba, unsent=unsent):
                 self._emit(part, TRIGGERS, -1, key, [e.channel, e.record, e.kind])
         self._delete(part, profile, rec, counts)
         marker = erased_key(profile, self.secret)
@@ -634,11 +720,34 @@ class ProfileEngine:
                     part.index[viewed_key(sku, profile)] = True
                 rec.viewed = sorted(now_viewed)
 
-    def fire_timers(self, now: int, limit: int = 10_000) -> Counts:
-        """Decide for every timer due at ``now``: a range read of each partition's index, no profile scan.
+    def _fire_due(self, part: _Partition, profile: Ref, rec: ProfileRecord, upto: int,
+                  counts: Counts) -> None:
+        """Fire ``profile``'s timers due at or before ``upto`` that have not fired, in due order.
 
-        Reads the index as last persisted: call it after ``take_changes`` was
-        persisted (the runner does, after each commit). What it changes
+        Computed from the state itself, so an occurrence not yet in the index
+        (the profile changed since the last commit) is not missed either; an
+        armed index entry left behind is recognised as fired when it falls due.
+        """
+        if self.decider is None or rec.state is None:
+            return
+        for d, action, basis in due_by(rec.state, self.decider.catalogue, upto):
+            entry = rec.timers.setdefault(action, [-1, -1])
+            if entry[1] == basis:
+                continue  # this occurrence already fired
+            entry[1] = basis
+            _touch(part, profile)
+            clock = self._timer_clock()
+            for e in self.decider.on_timer(profile, rec.state, action, d, basis, clock, counts.nba):
+                self._emit(part, TRIGGERS, -1, profile.encode(), [e.channel, e.record, e.kind])
+
+    def fire_timers(self, now: int | None = None, limit: int = 10_000) -> Counts:
+        """Decide for every timer due: a range read of each partition's index, no profile scan.
+
+        Due means at or before the partition's horizon: ``now`` (default: the
+        wall clock) on the wall clock, else the partition's own stream time,
+        so a partition's timers never fire because another partition moved
+        on. Reads the index as last persisted: call it after ``take_changes``
+        was persisted (the runner does, after each commit). What it changes
         (decisions, re-armed or dropped entries) goes with the next commit.
         """
         counts = Counts()
@@ -646,10 +755,14 @@ class ProfileEngine:
             return counts
         done = 0
         for p, part in self._parts.items():
-            floor = now + 1  # where the next tick starts, if every entry up to now is handled here
+            if self.decision_clock == WALL:
+                horizon = now if now is not None else self.clock_ms()
+            else:
+                horizon = part.meta.stream_time
+            floor = horizon + 1  # where the next tick starts, if every entry up to the horizon is handled
             for key, _value in self.store.items(p, TIMER_PREFIX, timer_start(part.timer_floor)):
                 due, profile, action = parse_timer_key(key)
-                if due > now or done >= limit:
+                if due > horizon or done >= limit:
                     floor = min(floor, due)
                     break
                 if key in part.index:
@@ -668,14 +781,14 @@ class ProfileEngine:
                 pending = due_times(rec.state, self.decider.catalogue).get(action)
                 if pending is None or pending[1] == entry[1]:
                     continue  # the condition is gone, or this occurrence already fired
-                if pending[0] > now:  # the condition moved on (the cart was touched): re-arm
+                if pending[0] > horizon:  # the condition moved on (the cart was touched): re-arm
                     entry[0] = pending[0]
                     part.index[timer_key(pending[0], profile, action)] = True
                     floor = min(floor, pending[0])
                     continue
                 entry[1] = pending[1]
                 for e in self.decider.on_timer(profile, rec.state, action, pending[0], pending[1],
-                                               self.clock_ms(), counts.nba):
+                                               horizon if self.decision_clock == WALL else 0, counts.nba):
                     self._emit(part, TRIGGERS, -1, profile.encode(), [e.channel, e.record, e.kind])
             part.timer_floor = floor
         return counts
@@ -713,7 +826,7 @@ class ProfileEngine:
                 if viewed[0] < feed["at"] - within:
                     continue  # viewed too long ago to be told
                 recorded = counts.nba.recorded.total()
-                emitted = self.decider.on_feed(profile, state, "back_in_stock", feed, self.clock_ms(),
+                emitted = self.decider.on_feed(profile, state, "back_in_stock", feed, self._clock(feed["at"]),
                                                counts.nba)
                 if emitted or counts.nba.recorded.total() != recorded:
                     _touch(part, profile)  # only a decision changes the profile: no write per viewer

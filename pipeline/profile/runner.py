@@ -63,6 +63,7 @@ from pipeline.profile.engine import (
 from pipeline.profile.limits import ProfileLimits
 from pipeline.profile.views import profile_json
 from pipeline.runtime.routing import announce_owner, poll_owners
+from pipeline.runtime.status import StageStatus
 from pipeline.state.changelog import read_done_commits, restore_partitions
 from pipeline.state.committer import ChangelogCommitter
 from pipeline.state.partition_store import PartitionStore
@@ -112,7 +113,8 @@ class ProfileConfig:
     stock_topic: str = ""
     stock_subject: str = ""
     timers_per_tick: int = 10_000
-    #: "wall"; "event": stream time (the newest event time seen), for replays; "occasion": each decision
+    #: "wall"; "event": per-partition stream time (each event judged at its input partition's, each timer at
+    #: its due time, fired once its partition's stream time passes it), for replays; "occasion": each decision
     #: as of its own occasion (the event's time, the timer's due time): a pure function of the profile's
     #: history, so a crash-and-replay run can be checked against a recomputation (timers fire at stream time)
     decision_clock: str = "wall"
@@ -152,18 +154,15 @@ class ProfileLoop:
             decider = Decider(config.actions, self.models, config.limits.caps.contacts)
         self._nba = nba_metrics
         self._pending = False  # state changed outside the consumed inputs (timers, feed records)
-        if config.decision_clock not in ("wall", "event", "occasion"):
-            raise ValueError(f"unknown decision clock {config.decision_clock!r}")
-        self._decision_ms = clock_ms if config.decision_clock == "wall" else self._stream_time
-        decide_at = (lambda: 0) if config.decision_clock == "occasion" else self._decision_ms
-        self.engine = ProfileEngine(config.limits, partition_of, self.store, decide_at,
+        self.engine = ProfileEngine(config.limits, partition_of, self.store, clock_ms,
                                     max_cached=config.max_cached_records, secret=config.secret,
-                                    decider=decider)
+                                    decider=decider, decision_clock=config.decision_clock)
         self.stats = ProfileStats()
         self.owners: dict[int, str] = {}
         self.assigned = threading.Event()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.status = StageStatus("profile")  # read by /readyz, the lag monitor
         self._dirty_since: float | None = None
         self._offsets: dict[tuple[str, int], int] = {}
         self._stock: Consumer | None = None
@@ -171,9 +170,6 @@ class ProfileLoop:
         self._timers_at = 0.0
         self._committer = ChangelogCommitter(self.store, config.changelog_topic, config.commits_topic,
                                              metrics.delivery_failures.inc)
-
-    def _stream_time(self) -> int:
-        return self.engine.stream_time
 
     def stop(self) -> None:
         self._stop.set()
@@ -231,6 +227,7 @@ class ProfileLoop:
     # ------------------------------------------------------------------ ownership
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition], producer: Producer) -> None:
         self._gaps.forget(partitions)
+        self.status.assigned_to(frozenset((tp.topic, tp.partition) for tp in partitions))
         cfg = self.config
         numbers = sorted({tp.partition for tp in partitions} - set(self.engine.partitions))
         started = time.monotonic()
@@ -261,10 +258,12 @@ class ProfileLoop:
         producer.flush(10)
         self._update_gauges()
         self.assigned.set()
+        self.status.restore_done()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition], producer: Producer) -> None:
         self._commit(consumer, producer)
         self._gaps.forget(partitions)
+        self.status.revoked(frozenset((tp.topic, tp.partition) for tp in partitions))
         with self._lock:
             for p in sorted({tp.partition for tp in partitions}):
                 self.engine.revoke(p)
@@ -276,6 +275,7 @@ class ProfileLoop:
         consumer, producer, owners = self._make_clients()
         models, self._stock = self._make_side_consumers()
         closed = False
+        self.status.started(cfg.group_id)
         try:
             md = owners.list_topics(cfg.owners_topic, timeout=10)
             owners.assign([TopicPartition(cfg.owners_topic, p, -2)
@@ -314,6 +314,7 @@ class ProfileLoop:
             consumer.close()
             closed = True
         finally:
+            self.status.stopped()
             if not closed:
                 consumer.close()
             owners.close()
@@ -459,7 +460,7 @@ class ProfileLoop:
             return
         self._timers_at = now
         with self._lock:
-            counts = self.engine.fire_timers(self._decision_ms(), self.config.timers_per_tick)
+            counts = self.engine.fire_timers(limit=self.config.timers_per_tick)  # each partition's horizon
             changed = self.engine.has_changes()  # decisions, re-armed or dropped index entries
         self._pending = self._pending or changed
         if self._nba is not None:

@@ -8,9 +8,10 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.broker.admin import ensure_topics
+from pipeline.broker.admin import FIRST_CONTACT_S, ensure_topics
 from pipeline.broker.client_config import librdkafka_config
 from pipeline.broker.embedded import EmbeddedBroker
+from pipeline.errors import BrokerUnreachable
 from pipeline.settings import Settings
 from pipeline.topology.catalogue import TopicCatalogue, load_catalogue
 
@@ -41,7 +42,19 @@ def cluster(settings: Settings, log_dir: Path | None = None) -> Iterator[Setting
 
 
 def prepare_topics(settings: Settings, catalogue: TopicCatalogue) -> dict[str, str]:
-    result = ensure_topics(librdkafka_config(settings), catalogue)
+    """The first contact with the cluster: create the declared topics.
+
+    An unreachable configured cluster ends within seconds in one BrokerUnreachable
+    naming the address and KAFKA_BOOTSTRAP_SERVERS.
+    """
+    try:
+        # the embedded broker answered already; a configured one gets FIRST_CONTACT_S to answer
+        result = ensure_topics(librdkafka_config(settings), catalogue,
+                               first_contact_s=None if settings.local_broker else FIRST_CONTACT_S)
+    except BrokerUnreachable as exc:
+        if settings.local_broker:  # the embedded broker we started: no variable to fix
+            raise
+        raise exc.naming("KAFKA_BOOTSTRAP_SERVERS") from exc
     created = sorted(n for n, s in result.items() if s == "created")
     if created:
         log.info("created topics: %s", ", ".join(created))

@@ -15,7 +15,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.broker.client_config import librdkafka_config
 from pipeline.broker.reader import count_records
@@ -31,13 +34,87 @@ from pipeline.topology.catalogue import Role, TopicCatalogue
 CHANNEL_COLUMNS = ("web", "app", "pos", "callcenter", "email", "push", "sms", "control")
 
 
+#: the profile's name for events without a channel (consent changes, erasures on control.privacy)
+CONTROL = "control"
+
+
+@dataclass(frozen=True)
+class ChannelEvents:
+    """One channel of one customer: what the profile counted and where those events came from."""
+
+    channel: str
+    profile: int  # events the profile folded on this channel
+    simulated: int  # events the simulator published for this person (the ground truth counts these)
+    sender_reports: int  # reports the simulated senders sent back about this customer's triggers
+
+    @property
+    def unexplained(self) -> int:
+        return self.profile - self.simulated - self.sender_reports
+
+
+@dataclass(frozen=True)
+class EventComparison:
+    """A customer-360 event count set against the truth: profile = simulated + sender reports."""
+
+    rows: tuple[ChannelEvents, ...]
+
+    @property
+    def profile(self) -> int:
+        return sum(r.profile for r in self.rows)
+
+    @property
+    def simulated(self) -> int:
+        return sum(r.simulated for r in self.rows)
+
+    @property
+    def sender_reports(self) -> int:
+        return sum(r.sender_reports for r in self.rows)
+
+    @property
+    def unexplained(self) -> int:
+        return sum(r.unexplained for r in self.rows)
+
+
+def compare_events(profile: Mapping[str, Any], simulated: Mapping[str, int],
+                   sender_reports: Mapping[str, int]) -> EventComparison:
+    """Break a customer-360 body's ``events`` down by channel next to their two sources.
+
+    ``simulated``: channel (``CONTROL`` for control.privacy) -> events the simulator published for
+    the person; ``sender_reports``: channel -> reports the simulated senders produced for the
+    person's triggers. The ground truth only knows the first; the profile counts both.
+    """
+    per_channel = {ch: int(stats["events"]) for ch, stats in profile["channels"].items()}
+    per_channel[CONTROL] = int(profile["events"]) - sum(per_channel.values())
+    channels = sorted(set(per_channel) | set(simulated) | set(sender_reports),
+                      key=lambda c: (c == CONTROL, c))
+    return EventComparison(tuple(
+        ChannelEvents(ch, per_channel.get(ch, 0), simulated.get(ch, 0), sender_reports.get(ch, 0))
+        for ch in channels
+        if per_channel.get(ch, 0) or simulated.get(ch, 0) or sender_reports.get(ch, 0)
+    ))
+
+
+def format_event_comparison(cmp: EventComparison) -> str:
+    """One line: the total as a sum of comparable parts, then per channel, then what is left over."""
+    parts = ", ".join(
+        f"{r.channel} {r.profile}={r.simulated}" + (f"+{r.sender_reports}" if r.sender_reports else "")
+        + (f" ({r.unexplained:+d})" if r.unexplained else "")
+        for r in cmp.rows)
+    line = (f"{cmp.profile} events in the profile = {cmp.simulated} the simulator published (the truth "
+            f"counts these) + {cmp.sender_reports} reports the simulated senders sent back about its "
+            f"triggers (sent, delivered, opened...)")
+    if cmp.unexplained:
+        line += f", {cmp.unexplained:+d} unexplained"
+    return f"{line}; by channel, profile=simulated+reports: {parts}"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _worker_env(settings: Settings, port: int) -> dict[str, str]:
+def _worker_env(settings: Settings, port: int, metrics_port: int) -> dict[str, str]:
     env = dict(os.environ)
     assert settings.kafka_bootstrap_servers and settings.pii_hash_key
     env.update({
@@ -45,6 +122,7 @@ def _worker_env(settings: Settings, port: int) -> dict[str, str]:
         "OMNIPIPE_PII_HASH_KEY": settings.pii_hash_key.get_secret_value(),
         "OMNIPIPE_LOCAL_BROKER": "1" if settings.local_broker else "0",
         "OMNIPIPE_WEB_PORT": str(port),
+        "OMNIPIPE_METRICS_PORT": str(metrics_port),
         "OMNIPIPE_DATA_DIR": str(settings.data_dir),
         "OMNIPIPE_LOG_LEVEL": "WARNING",
         "OMNIPIPE_NBA_CLOCK": "event",  # the simulation replays history: decide at its time, not today's
@@ -112,7 +190,9 @@ def _print_evaluation(settings: Settings, catalogue: TopicCatalogue, truth: Path
           f"recall {det.recall:.4f}")
 
 
-def _print_profiles(final: Scrape, base_url: str, truth: Path) -> None:
+def _print_profiles(final: Scrape, base_url: str, truth: Path, catalogue: TopicCatalogue,
+                    reports_by_customer: Mapping[str, Mapping[str, int]],
+                    tokens: Sequence[bytes] = ()) -> None:
     """The profile stage's figures, and one customer read back through the customer-360 API."""
     import json
     import urllib.request
@@ -133,19 +213,25 @@ def _print_profiles(final: Scrape, base_url: str, truth: Path) -> None:
               if p.identifiers.get("customer_id") and not p.erased_at_ms and p.purchases]
     if not people:
         return
-    person = max(people, key=lambda p: p.total_events)
+    # someone sharing no device with the family: all their events and only theirs are in one profile
+    person = max(people, key=lambda p: (not p.shared, p.total_events))
     ref = f"cust:{person.identifiers['customer_id'][0]}"
     try:
-        with urllib.request.urlopen(f"{base_url}/profiles/{ref}", timeout=10) as resp:
+        request = urllib.request.Request(f"{base_url}/profiles/{ref}")
+        if tokens:  # OMNIPIPE_API_TOKENS is set: the API wants one of them
+            request.add_header("Authorization", f"Bearer {tokens[0].decode()}")
+        with urllib.request.urlopen(request, timeout=10) as resp:
             body = json.load(resp)
     except OSError as exc:
         print(f"  customer-360 {ref}: {exc}")
         return
     bought = body["purchases"]
-    print(f"  customer-360 GET /profiles/{ref}: {body['events']} events, "
-          f"{bought['online'] + bought['store']} purchases, preferred channel {body['preferred_channel']}, "
-          f"{len(body['consent'])} consent records; the truth says {person.total_events} events, "
-          f"{person.purchases} purchases")
+    print(f"  customer-360 GET /profiles/{ref}: {bought['online'] + bought['store']} purchases (the truth: "
+          f"{person.purchases}), preferred channel {body['preferred_channel']}, "
+          f"{len(body['consent'])} consent records")
+    simulated = {catalogue[topic_key].channel or CONTROL: n for topic_key, n in person.events.items()}
+    reports = reports_by_customer.get(person.identifiers["customer_id"][0], {})
+    print("    " + format_event_comparison(compare_events(body, simulated, reports)))
 
 
 def _print_triggers(final: Scrape, counts: dict[str, int], wall_clock: bool = False) -> None:
@@ -195,12 +281,12 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     try:
         with cluster(settings, log_dir=log_dir) as resolved:
             prepare_topics(resolved, catalogue)
-            port = _free_port()
-            url = f"http://127.0.0.1:{port}/metrics"
+            port, metrics_port = _free_port(), _free_port()
+            api, url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics"
             worker_log = open(log_dir / "worker.log", "wb")  # noqa: SIM115 - closed below
             worker = subprocess.Popen(
                 [sys.executable, "-m", "pipeline", "worker"],
-                env=_worker_env(resolved, port),
+                env=_worker_env(resolved, port, metrics_port),
                 stdout=worker_log, stderr=subprocess.STDOUT,
             )
             try:
@@ -259,10 +345,13 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                       f"{catalogue['dlq'].name}={count_records(client, catalogue['dlq'].name, idle_s=1.0)}")
                 refusals = final.by_label("omnipipe_identity_refused_links_total", "reason")
                 listed = ", ".join(f"{r}={v:.0f}" for r, v in sorted(refusals.items()) if v)
+                # absorbed=identifier: an identifier that came with a stronger one; profile: a history moved
+                merged = ", ".join(f"absorbed {k}={v:.0f}" for k, v in sorted(
+                    final.by_label("omnipipe_identity_merges_total", "absorbed").items()))
                 print(f"  identity: {final.value('omnipipe_identity_events_total'):.0f} events in, "
                       f"{final.value('omnipipe_identity_resolved_events_total'):.0f} resolved, "
                       f"{final.value('omnipipe_identity_links_total'):.0f} links, "
-                      f"{final.value('omnipipe_identity_merges_total'):.0f} merges, "
+                      f"{final.value('omnipipe_identity_merges_total'):.0f} merges ({merged}), "
                       f"refused {sum(refusals.values()):.0f} ({listed or 'none'}), "
                       f"{final.value('omnipipe_identity_forwarding_hops_total'):.0f} forwarding hops")
                 records = final.by_label("omnipipe_identity_records", "space")
@@ -271,7 +360,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                     name = catalogue[key].name
                     print(f"  on the broker: {name}={count_records(client, name, idle_s=1.0)}")
                 _print_evaluation(resolved, catalogue, log_dir / "truth.jsonl")
-                _print_profiles(final, url.rsplit("/", 1)[0], log_dir / "truth.jsonl")
+                _print_profiles(final, api, log_dir / "truth.jsonl", catalogue,
+                                senders.stats.reports_by_customer, resolved.api_token_values())
                 _print_triggers(final, {t.name: count_records(client, t.name, idle_s=1.0)
                                         for t in catalogue.by_role(Role.OUTPUT)})
                 st = senders.stats

@@ -2,9 +2,10 @@
 
 Ownership is published on a compacted owners topic by each worker when it
 takes a partition. A worker that does not own the key forwards the request to
-the owner's URL, once (a header marks routed requests, so a request never
-travels twice): a worker that receives a routed request for a partition it
-just lost answers 503, retry.
+the owner's URL, once: the forwarded request is signed with the cluster
+secret (``pipeline/web/signing.py``), which both proves that a worker sent it
+and marks it routed, so a request never travels twice: a worker that receives
+a routed request for a partition it just lost answers 503, retry.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from typing import Any, Protocol
 
 import aiohttp
 from confluent_kafka import Consumer, Producer
+from yarl import URL
+
+from pipeline.web.signing import RouteSigner
 
 log = logging.getLogger(__name__)
 
-ROUTED = "X-Omnipipe-Routed"
 NOT_OWNER = {"error": "this worker does not own the key's partition (moving); retry"}
 RETRY = {"Retry-After": "1"}
 
@@ -36,14 +39,19 @@ class Owned(Protocol):
 
 
 class OwnerRouter:
-    def __init__(self, stage: Owned, advertised_url: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, stage: Owned, advertised_url: str, signer: RouteSigner,
+                 timeout_s: float = 5.0) -> None:
         self.stage = stage
         self.advertised_url = advertised_url
+        self.signer = signer
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def _remote(self, url: str, path: str) -> tuple[int, Any]:
+        target = URL(url.rstrip("/") + path)
+        # signed over the request target exactly as it goes on the wire (encoded=True: no re-quoting)
+        headers = self.signer.headers("GET", target.raw_path_qs)
         async with (aiohttp.ClientSession(timeout=self._timeout) as session,
-                    session.get(url.rstrip("/") + path, headers={ROUTED: "1"}) as resp):
+                    session.get(URL(str(target), encoded=True), headers=headers) as resp):
             return resp.status, await resp.json(content_type=None)
 
     async def fetch(self, key: str, routed: bool, local: Callable[[str], Any | None], path: str,

@@ -4,8 +4,23 @@ from __future__ import annotations
 
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
-from pipeline.contracts.registry_client import SchemaRegistryClient
+from pipeline.contracts.registry_client import RegistryConfig, RegistryResolver
 from pipeline.settings import Settings
+
+
+def registry_config(settings: Settings) -> RegistryConfig | None:
+    """The Schema Registry client settings (SCHEMA_REGISTRY_*), or None without SCHEMA_REGISTRY_URL."""
+    if not settings.schema_registry_url:
+        return None
+    return RegistryConfig(
+        url=settings.schema_registry_url,
+        username=settings.schema_registry_username,
+        password=settings.schema_registry_password,
+        bearer_token=settings.schema_registry_bearer_token,
+        ssl_ca_location=settings.schema_registry_ssl_ca_location,
+        ssl_certificate_location=settings.schema_registry_ssl_certificate_location,
+        ssl_key_location=settings.schema_registry_ssl_key_location,
+    )
 
 
 def build_codec(
@@ -19,12 +34,9 @@ def build_codec(
     """
     limit = max_record_size or settings.max_record_bytes
     catalogue = SchemaCatalogue.load()
-    if not settings.schema_registry_url:
+    config = registry_config(settings)
+    if config is None:
         return AvroCodec(catalogue, max_record_size=limit, check_unknown_fields=strict_encode)
-    client = SchemaRegistryClient(
-        settings.schema_registry_url,
-        user=settings.schema_registry_username,
-        password=settings.schema_registry_password,
-    )
-    client.ensure_registered(catalogue)
-    return AvroCodec(client, max_record_size=limit, check_unknown_fields=strict_encode)
+    resolver = RegistryResolver(config)
+    resolver.ensure_registered(catalogue)
+    return AvroCodec(resolver, max_record_size=limit, check_unknown_fields=strict_encode)

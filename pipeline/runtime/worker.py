@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from pipeline.app import build_app
 from pipeline.contracts.codec import AvroCodec
@@ -12,6 +13,7 @@ from pipeline.profile.limits import ProfileLimits
 from pipeline.runtime.cluster import cluster, load_topology, prepare_topics
 from pipeline.runtime.schemas import build_codec
 from pipeline.settings import Settings
+from pipeline.web.listen import http_url
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ def run_worker(settings: Settings) -> int:
     """Start (or join) the cluster, create topics, run the Faust worker."""
     from faust.worker import Worker
 
+    started_at = time.monotonic()
     catalogue = load_topology(settings)
     check_stage_configs(settings)
     # dead letters carry up to max_record_bytes of the raw record plus metadata
@@ -51,7 +54,7 @@ def run_worker(settings: Settings) -> int:
     )
     with cluster(settings) as resolved:
         prepare_topics(resolved, catalogue)
-        pipeline = build_app(resolved, catalogue, codec)
+        pipeline = build_app(resolved, catalogue, codec, started_at=started_at)
         worker = Worker(
             pipeline.app,
             loglevel=resolved.log_level.lower(),
@@ -59,8 +62,10 @@ def run_worker(settings: Settings) -> int:
             redirect_stdouts=False,
         )
         log.info(
-            "worker %s: metrics on http://%s:%d/metrics",
-            resolved.group_id, resolved.web_host, resolved.web_port,
+            "worker %s starting: API %s%s, metrics %s; a line says when it is ready (or GET /readyz)",
+            resolved.group_id, http_url(resolved.web_host, resolved.web_port),
+            " (token required)" if resolved.api_token_values() else "",
+            http_url(resolved.metrics_host, resolved.metrics_port, "/metrics"),
         )
         try:
             worker.execute_from_commandline()

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.simulate.journeys import APP, DAY_MS, POS, PRIVACY, TOPIC_KEYS, WEB, sample_record
+from pipeline.simulate.journeys import APP, DAY_MS, POS, PRIVACY, TOPIC_KEYS, WEB, run_tag, sample_record
 from pipeline.topology.catalogue import load_catalogue
 
 Encode = Callable[[str, dict[str, Any]], bytes]
@@ -90,6 +90,19 @@ class BadContext:
 
 
 @dataclass(frozen=True, slots=True)
+class BadContact:
+    """The raw e-mail and phone every bad record built from a valid one carries (no person's)."""
+
+    email: str
+    phone: str
+
+
+def bad_contact(seed: int, seq: int) -> BadContact:
+    """Valid, so ingest can attribute the record; ``+999`` is no country's code, so nobody's number."""
+    return BadContact(f"bad.{run_tag(seed)}.{seq}@example.net", f"+999{seq:09d}")
+
+
+@dataclass(frozen=True, slots=True)
 class BadRecord:
     seq: int
     reason: str
@@ -137,8 +150,9 @@ def not_avro(ctx: BadContext) -> bytes:
 
 
 def bad_magic_byte(ctx: BadContext) -> bytes:
-    """A JSON document where the Avro frame should be (first byte ``{``, not 0)."""
-    doc = {"event_id": f"json-{ctx.seq}", "event_time": ctx.now_ms, "note": "producer sent JSON"}
+    """A JSON document where the Avro frame should be (first byte ``{``, not 0), with a raw e-mail."""
+    doc = {"event_id": f"json-{ctx.seq}", "event_time": ctx.now_ms, "note": "producer sent JSON",
+           "identifiers": ctx.record["identifiers"]}
     return json.dumps(doc).encode()
 
 
@@ -339,6 +353,8 @@ def make_bad(seq: int, reason: str, topic_key: str, subject: str, encode: Encode
         raise ValueError(f"a {reason} record cannot be made for topic {topic_key!r}; "
                          f"only for {sorted(ONLY_ON[reason])}")
     base = sample_record(topic_key, seed, seq, event_time)
+    contact = bad_contact(seed, seq)  # raw PII in dead letters: ingest must never keep it in plaintext
+    base["identifiers"] = {**base["identifiers"], "email": contact.email, "phone": contact.phone}
     ctx = BadContext(encode=encode, subject=subject, topic_key=topic_key, record=base,
                      now_ms=now_ms, seq=seq, seed=seed,
                      subjects=_catalogue_subjects() if subjects is None else subjects)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,8 @@ class SenderStats:
     no_customer: int = 0  # a sender here identifies the person by customer id only
     reports: int = 0
     keys: set[str] = field(default_factory=set)
+    #: customer id -> channel -> reports sent back (they count in that customer's profile)
+    reports_by_customer: dict[str, Counter[str]] = field(default_factory=dict)
 
 
 class SimulatedSenders:
@@ -115,3 +118,4 @@ class SimulatedSenders:
                      "message_id": f"m-{key}", "trigger_key": key, "campaign": trigger["action"], "url": None}
             producer.produce(spec.name, self.encode(spec.avro_subject, value), key.encode())
             st.reports += 1
+            st.reports_by_customer.setdefault(trigger["customer_id"], Counter())[channel] += 1

@@ -1,7 +1,9 @@
 """A real HTTP server speaking the Confluent Schema Registry subset we use.
 
 Runs in a thread on a free localhost port so the client is tested through
-urllib, sockets, status codes and JSON bodies exactly as in production.
+sockets, HTTP status codes and JSON bodies exactly as in production. It can
+stop and start again on the same port (an outage), or answer every request
+with an error status (``fail_with``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -22,35 +25,65 @@ from pipeline.contracts.compatibility import backward_transitive_problems
 class FakeSchemaRegistry:
     """Schemas by global id, subjects as lists of ids; BACKWARD_TRANSITIVE."""
 
-    def __init__(self, *, user: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, *, user: str | None = None, password: str | None = None, token: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self._tls = tls
         self.schemas: dict[int, str] = {}
         self.subjects: dict[str, list[int]] = {}
         self.requests: list[tuple[str, str]] = []
+        #: when set, every request is answered with this status (a registry that is up but failing)
+        self.fail_with: int | None = None
         self._auth = None
         if user is not None:
             self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        if token is not None:
+            self._auth = f"Bearer {token}"
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._address: tuple[str, int] = ("127.0.0.1", 0)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        host, port = self._address
+        return f"{'https' if self._tls else 'http'}://{host!s}:{port}"
 
     def __enter__(self) -> FakeSchemaRegistry:
-        self._thread.start()
+        self.start()
         return self
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Listen (again) on the same address: a registry that comes back keeps its URL and schemas."""
+        server = ThreadingHTTPServer(self._address, self._handler())
+        if self._tls is not None:
+            server.socket = self._tls.wrap_socket(server.socket, server_side=True)
+        self._address = server.server_address[:2]  # type: ignore[assignment]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening: connections are refused until ``start``."""
+        if self._server is None:
+            return
         self._server.shutdown()
         self._server.server_close()
-        self._thread.join(5)
+        if self._thread is not None:
+            self._thread.join(5)
+        self._server = self._thread = None
 
     # -- API --------------------------------------------------------------
-    def handle(self, method: str, path: str, auth: str | None, body: bytes) -> tuple[int, Any]:
+    def handle(self, method: str, target: str, auth: str | None, body: bytes) -> tuple[int, Any]:
+        path = target.split("?", 1)[0]
         with self._lock:
             self.requests.append((method, path))
+            if self.fail_with is not None:
+                return self.fail_with, {"error_code": self.fail_with * 100, "message": "simulated failure"}
             if self._auth and auth != self._auth:
                 return 401, {"error_code": 401, "message": "Unauthorized"}
             if method == "GET" and (m := re.fullmatch(r"/schemas/ids/(\d+)", path)):
@@ -95,6 +128,12 @@ class FakeSchemaRegistry:
         self.schemas[schema_id] = text
         ids.append(schema_id)
         return 200, {"id": schema_id}
+
+    def add(self, subject: str, schema: dict[str, Any]) -> int:
+        """Register directly (as another team's deploy would); the id."""
+        status, body = self._register(subject, json.dumps(schema))
+        assert status == 200, body
+        return int(body["id"])
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         registry = self

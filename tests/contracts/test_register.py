@@ -42,7 +42,8 @@ def test_ids_are_frozen() -> None:
     assert ids[(audit, 1)] == 13
     assert ids[(erasure, 1)] == 14
     assert ids[(stock, 1)] == 15
-    assert ids[(trigger, 2)] == 16 == max(ids.values())
+    assert ids[(trigger, 2)] == 16
+    assert ids[("omnipipe.dlq.DeadLetter", 2)] == 17 == max(ids.values())
 
 
 @pytest.fixture

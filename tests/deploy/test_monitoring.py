@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Collection
 from pathlib import Path
 
 import yaml
@@ -12,11 +13,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from pipeline.metrics.identity import IdentityMetrics
 from pipeline.metrics.ingest import IngestMetrics
+from pipeline.metrics.lag import LagMonitor, Watermarks
 from pipeline.metrics.nba import NbaMetrics
 from pipeline.metrics.profile import ProfileMetrics
 from pipeline.metrics.scrape import Scrape, parse
 from pipeline.nba.catalogue import load_action_catalogue
 from pipeline.nba.decide import NbaCounts
+from pipeline.runtime.status import StageStatus
 from pipeline.topology.catalogue import CHANNELS
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -27,7 +30,32 @@ _MATCHER = re.compile(r'([a-z_][a-z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 _FUNCS_AND_LABELS = {"le", "instance", "job"}
 
 
-def _scrape() -> Scrape:
+class _OneRecordBehind:
+    """Offsets of a lag reading: every owned partition one record behind."""
+
+    def committed(self, group_id: str, partitions: Collection[tuple[str, int]]
+                  ) -> dict[tuple[str, int], int | None]:
+        return {tp: 0 for tp in partitions}
+
+    def watermarks(self, partitions: Collection[tuple[str, int]]) -> dict[tuple[str, int], Watermarks]:
+        return {tp: Watermarks(0, 1) for tp in partitions}
+
+    def close(self) -> None:
+        pass
+
+
+def _lag_series(registry: CollectorRegistry) -> None:
+    """The lag gauge as a worker serves it, one owned partition per stage."""
+    statuses = {}
+    for stage in ("ingest", "identity", "profile"):
+        status = statuses[stage] = StageStatus(stage)
+        status.started(f"omnipipe-{stage}")
+        status.assigned_to(frozenset({(f"{stage}-input", 0)}))
+    LagMonitor(registry, statuses, _OneRecordBehind).refresh()
+
+
+def exported_scrape() -> Scrape:
+    """Every metric a worker exports, each label value that exists from the start (or one of each)."""
     registry = CollectorRegistry()
     IngestMetrics(registry, CHANNELS)
     IdentityMetrics(registry)
@@ -38,11 +66,12 @@ def _scrape() -> Scrape:
     action = next(a for a in actions.actions.values() if a.cancel_on)
     nba.add(NbaCounts(deferred=Counter({action.channels[0]: 1}),
                       cancellations=Counter({(action.name, min(action.cancel_on)): 1})))
+    _lag_series(registry)
     return parse(generate_latest(registry).decode())
 
 
 def _exported() -> tuple[set[str], set[str]]:
-    scraped = _scrape()
+    scraped = exported_scrape()
     names = set(scraped.samples)
     labels = {k for series in scraped.samples.values() for key in series for k, _ in key}
     return names, labels
@@ -71,7 +100,7 @@ def test_every_grouping_label_exists() -> None:
 
 
 def test_every_label_matcher_names_an_exported_label_and_value() -> None:
-    samples = _scrape().samples
+    samples = exported_scrape().samples
     for expr in _exprs():
         for metric, matchers in _SELECTOR.findall(expr):
             exported: dict[str, set[str]] = {}

@@ -55,8 +55,11 @@ class Worker:
     def __init__(self, broker: EmbeddedBroker, tmp: Path, name: str, state: Path, group: str) -> None:
         self.port = _port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_port = _port()  # /metrics: its own listener
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.log_path = tmp / f"{name}.log"
         env = _env(broker, tmp, OMNIPIPE_WEB_PORT=str(self.port), OMNIPIPE_GROUP_ID=group,
+                   OMNIPIPE_METRICS_PORT=str(self.metrics_port),
                    OMNIPIPE_DATA_DIR=str(state), OMNIPIPE_INGEST_BATCH_SIZE="300",
                    OMNIPIPE_IDENTITY_BATCH_SIZE="300", OMNIPIPE_TOPOLOGY=str(tmp / "topics.yaml"))
         log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
@@ -65,7 +68,7 @@ class Worker:
 
     def metric(self, name: str) -> float:
         with contextlib.suppress(OSError):
-            return scrape(self.url + "/metrics").value(name)
+            return scrape(self.metrics_url).value(name)
         return 0.0
 
     def alive(self) -> None:

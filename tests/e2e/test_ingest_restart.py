@@ -35,13 +35,14 @@ def _isolated_topology(tmp: Path) -> Path:
 
 
 def _worker(broker: EmbeddedBroker, tmp: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _port()
+    port, metrics_port = _port(), _port()
     env = _env(broker, tmp / name, OMNIPIPE_WEB_PORT=str(port), OMNIPIPE_GROUP_ID="restart",
+               OMNIPIPE_METRICS_PORT=str(metrics_port),
                OMNIPIPE_INGEST_BATCH_SIZE="200", OMNIPIPE_TOPOLOGY=str(tmp / "topics.yaml"))
     log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "worker"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
-    return proc, f"http://127.0.0.1:{port}/metrics"
+    return proc, f"http://127.0.0.1:{metrics_port}/metrics"
 
 
 def _consumed(url: str) -> float:

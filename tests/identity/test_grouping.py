@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline.broker.embedded import EmbeddedBroker
 from pipeline.cli import _parser, main
+from pipeline.errors import ExitCode
 from pipeline.identity.codec import IdentityCodecError, encode_record, state_key
 from pipeline.identity.grouping import (
     GroupingError,
@@ -173,10 +174,10 @@ def test_evaluate_identity_is_a_subcommand_that_needs_a_truth_file(
 def test_evaluate_without_a_cluster_or_truth_says_what_is_missing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    assert main(["evaluate", "identity", "--truth", str(tmp_path / "missing.jsonl")]) == 2
+    assert main(["evaluate", "identity", "--truth", str(tmp_path / "missing.jsonl")]) == ExitCode.CONFIG
     assert "cannot read truth file" in capsys.readouterr().err
     truth = write_truth(tmp_path / "truth.jsonl", [[["customer_id:C1"]]])
-    assert main(["evaluate", "identity", "--truth", str(truth)]) == 2
+    assert main(["evaluate", "identity", "--truth", str(truth)]) == ExitCode.CONFIG
     assert "KAFKA_BOOTSTRAP_SERVERS" in capsys.readouterr().err
 
 

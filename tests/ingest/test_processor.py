@@ -11,6 +11,10 @@ from hypothesis import strategies as st
 
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
+from pipeline.dlq.crypto import KeyEncryptionKey, RawRecord
+from pipeline.dlq.reader import Readability, open_dead_letter
+from pipeline.dlq.sealer import DeadLetterSealer
+from pipeline.dlq.vault import VaultView, apply, decode_record
 from pipeline.ingest.identifiers import PiiHasher
 from pipeline.ingest.processor import Accepted, IngestProcessor, IngestRules, Rejected, SourceTopic
 from pipeline.ingest.reasons import ALL_REASONS, Reason
@@ -24,8 +28,22 @@ SOURCES = {t.name: SourceTopic(t.name, t.subject, t.channel) for t in CAT.ingest
 WEB = CAT["web"]
 
 
+DLQ_KEY = b"unit-test-dlq-key-0123456789"
+
+
 def proc(**rules: Any) -> IngestProcessor:
-    return IngestProcessor(SOURCES, CODEC, PiiHasher(KEY), IngestRules(**rules))
+    return IngestProcessor(SOURCES, CODEC, PiiHasher(KEY), IngestRules(**rules),
+                           DeadLetterSealer(DLQ_KEY, PiiHasher(KEY)))
+
+
+def opened(result: Rejected) -> RawRecord:
+    """The raw bytes of a dead letter, through the vault its key records build."""
+    rows: dict[bytes, bytes] = {}
+    for vk in result.vault_keys:
+        apply(rows, decode_record(vk.payload))
+    out = open_dead_letter(result.dead_letter, KeyEncryptionKey(DLQ_KEY), VaultView(rows))
+    assert out.readability is Readability.DECRYPTED and out.record is not None, out
+    return out.record
 
 
 def web_event(**overrides: Any) -> dict[str, Any]:
@@ -87,7 +105,9 @@ def test_rule_violations_are_dead_lettered_with_their_reason(record: dict, reaso
     assert isinstance(result, Rejected)
     assert result.reason is reason
     dl = result.dead_letter
-    assert dl["reason"] == reason.value and dl["source_offset"] == 77 and dl["value"]
+    assert dl["reason"] == reason.value and dl["source_offset"] == 77
+    assert dl["value"] is None and dl["key"] is None  # kept only sealed
+    assert opened(result) == RawRecord(b"k", CODEC.encode(WEB.avro_subject, record))
     assert "not-an-email" not in dl["detail"]
     CODEC.encode(CAT["dlq"].subject, dl)
 
@@ -110,7 +130,7 @@ def test_unknown_timezone_is_dropped_not_fatal() -> None:
 def test_oversize_keeps_a_bounded_prefix() -> None:
     result = run(web_event(url="x" * 5000), max_record_bytes=2048)
     assert isinstance(result, Rejected) and result.reason is Reason.OVERSIZE
-    assert len(result.dead_letter["value"]) == 2048
+    assert len(opened(result).value or b"") == 2048
 
 
 @pytest.mark.parametrize(
@@ -141,7 +161,7 @@ def test_garbage_never_raises_and_always_gets_a_reason(value: bytes, topic: str)
     result = proc().process(topic, 0, 1, None, None, value, NOW)
     if isinstance(result, Rejected):
         assert result.reason.value in ALL_REASONS
-        assert result.dead_letter["value"] == value or result.reason is Reason.OVERSIZE
+        assert opened(result).value == value or result.reason is Reason.OVERSIZE
 
 
 _VALID = CODEC.encode(WEB.subject, web_event())

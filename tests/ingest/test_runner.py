@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
+from pipeline.contracts.errors import SchemaRegistryError
+from pipeline.contracts.resolver import RegisteredSchema
 from pipeline.ingest.identifiers import PiiHasher
-from pipeline.ingest.processor import IngestProcessor, SourceTopic
+from pipeline.ingest.outage import Backoff, HeldRecords, RegistryWait
+from pipeline.ingest.processor import Deferred, IngestProcessor, SourceTopic
 from pipeline.ingest.runner import DeliveryFailed, IngestConfig, IngestLoop
 from pipeline.metrics.ingest import IngestMetrics
 from pipeline.topology.catalogue import CHANNELS, load_catalogue
@@ -63,9 +67,20 @@ class Producer:
 
 
 class Consumer:
-    def __init__(self, fail: bool) -> None:
+    def __init__(self, fail: bool = False) -> None:
         self.fail = fail
         self.committed: list[Any] = []
+        self.paused: set[tuple[str, int]] = set()
+        self.assigned = [TopicPartition(CAT["web"].name, 0)]
+
+    def assignment(self) -> list[TopicPartition]:
+        return self.assigned
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused -= {(tp.topic, tp.partition) for tp in partitions}
 
     def commit(self, offsets: list[Any], asynchronous: bool) -> None:
         if self.fail:
@@ -107,7 +122,7 @@ def test_unacknowledged_output_stops_the_stage_before_committing() -> None:
 
 def test_a_dead_letter_that_cannot_be_encoded_is_still_published() -> None:
     def encode(subject: str, record: dict[str, Any]) -> bytes:
-        if record.get("value") is not None:
+        if record.get("sealed") is not None:
             raise ValueError("simulated encoder bug")
         return CODEC.encode(subject, record)
 
@@ -118,3 +133,97 @@ def test_a_dead_letter_that_cannot_be_encoded_is_still_published() -> None:
     assert topic == CAT["dlq"].name
     dead = CODEC.decode(value, CAT["dlq"].avro_subject)
     assert dead["reason"] == "bad_magic_byte" and dead["value"] is None and dead["source_offset"] == 9
+    assert dead["sealed"] is None and "failed to encode" in dead["detail"]
+
+
+class FlakyRegistry:
+    """The local catalogue behind a switch: while ``down``, every lookup fails as an unreachable registry."""
+
+    def __init__(self) -> None:
+        self.catalogue = SchemaCatalogue.load()
+        self.down = True
+        self.lookups = 0
+
+    def by_id(self, schema_id: int) -> RegisteredSchema:
+        self.lookups += 1
+        if self.down:
+            raise SchemaRegistryError("schema registry http://registry.test:8081 unreachable: ConnectError")
+        return self.catalogue.by_id(schema_id)
+
+    def latest(self, subject: str) -> RegisteredSchema:
+        if self.down:
+            raise SchemaRegistryError("schema registry http://registry.test:8081 unreachable: ConnectError")
+        return self.catalogue.latest(subject)
+
+
+def web_event(i: int) -> bytes:
+    return CODEC.encode(CAT["web"].avro_subject, {
+        "event_id": f"e{i}", "event_time": 1_795_000_000_000, "identifiers": {"anonymous_id": f"a{i}"},
+        "type": "PAGE_VIEW"})
+
+
+def test_a_registry_outage_defers_the_record_instead_of_dead_lettering_it() -> None:
+    processor = IngestProcessor(SOURCES, AvroCodec(FlakyRegistry()), PiiHasher(b"k" * 32))
+    result = processor.process(CAT["web"].name, 0, 5, None, b"k", web_event(1), 1_795_000_000_000)
+    assert type(result) is Deferred
+    assert "registry.test:8081" in result.detail and "a1" not in result.detail
+
+
+def test_ingest_holds_the_batch_while_the_registry_is_down_and_resumes_from_the_first_held() -> None:
+    registry = FlakyRegistry()
+    metrics = IngestMetrics(CollectorRegistry(), CHANNELS)
+    config = IngestConfig(
+        client={}, group_id="t", sources=SOURCES, canonical_topic=CAT["canonical"].name,
+        canonical_subject=CAT["canonical"].avro_subject, dlq_topic=CAT["dlq"].name,
+        dlq_subject=CAT["dlq"].avro_subject, registry_retry_initial_s=0.01, registry_retry_max_s=0.04,
+    )
+    processor = IngestProcessor(SOURCES, AvroCodec(registry), PiiHasher(b"k" * 32))
+    ingest = IngestLoop(config, processor, CODEC.encode, metrics, clock_ms=lambda: 1_795_000_000_000)
+    producer, consumer = Producer(), Consumer()
+    web = CAT["web"].name
+    batch = [Msg(web, 5 + i, web_event(i)) for i in range(3)]
+
+    ingest._take(consumer, batch, producer)  # type: ignore[arg-type]
+    assert producer.sent == [] and ingest._pending == {}  # nothing dead-lettered, nothing to commit
+    assert consumer.paused == {(web, 0)}
+    assert metrics.registry_unavailable._value.get() == 1
+    ingest._commit(consumer, producer)  # type: ignore[arg-type]
+    assert consumer.committed == []
+
+    wait = ingest._wait
+    assert wait is not None
+    delays = [wait.delay_s]
+    for _ in range(4):  # still down: each retry waits twice as long, up to registry_retry_max_s
+        while not wait.due(time.monotonic()):
+            time.sleep(0.002)
+        ingest._registry_wait(consumer, producer)  # type: ignore[arg-type]
+        delays.append(wait.delay_s)
+    assert metrics.registry_retries._value.get() == 4
+    assert delays == [0.01, 0.02, 0.04, 0.04, 0.04] and producer.sent == []
+    assert ingest._wait is wait and len(wait.held) == 3
+
+    registry.down = False
+    while not wait.due(time.monotonic()):
+        time.sleep(0.002)
+    ingest._registry_wait(consumer, producer)  # type: ignore[arg-type]
+    assert ingest._wait is None and consumer.paused == set()
+    assert metrics.registry_unavailable._value.get() == 0
+    assert [topic for topic, _v, _k in producer.sent] == [CAT["canonical"].name] * 3
+    events = [CODEC.decode(v, CAT["canonical"].avro_subject)["event_id"] for _t, v, _k in producer.sent]
+    assert events == ["e0", "e1", "e2"]  # in order, from the first held record, none twice
+    assert ingest._pending == {(web, 0): 8}
+    assert all(child._value.get() == 0 for child in metrics.dlq._metrics.values())
+
+
+def test_a_rebalance_during_the_wait_drops_the_held_records_of_revoked_partitions() -> None:
+    wait = RegistryWait.begin(0.0, HeldRecords([Msg("t", 1, b"x"), Msg("u", 2, b"y")], "down"), Backoff())
+    assert wait.drop([TopicPartition("t", 0)]) == 1
+    assert [(m.topic(), m.offset()) for m in wait.held] == [("u", 2)]
+
+
+def test_backoff_doubles_from_its_start_up_to_its_cap() -> None:
+    backoff = Backoff(0.2, 1.0)
+    assert [backoff.delay(n) for n in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
+    assert Backoff(0.2, 30.0).delay(10_000) == 30.0
+    with pytest.raises(ValueError):
+        Backoff(0.0, 1.0)

@@ -270,3 +270,23 @@ def test_a_trigger_sent_before_the_erasure_is_withdrawn() -> None:
     (welcome,) = [t for t in h.sent if t["action"] == "welcome"]
     h.event("erasure_request", START + 2 * MIN, channel=None)
     assert [t["cancels"] for t in h.sent if t["cancels"]] == [welcome["idempotency_key"]]
+
+
+def test_on_the_wall_clock_too_a_due_timer_fires_before_a_later_event_of_its_profile_is_folded() -> None:
+    """No tick ran between the two purchases (one batch): the silence that fell due is not skipped."""
+    h = Harness()
+    _consented(h)
+    day = 24 * 60 * MIN
+    purchase = {"channel": "POS", "store_id": "S1", "amount": 30.0,
+                "items": [{"sku": "S1", "category": "shoes", "quantity": 1, "unit_price": 30.0}]}
+    h.event("store_purchase", START + 60 * MIN, **purchase)
+    h.now = START + 40 * day  # live: the wall clock is at the second purchase
+    ev = {"event_id": "late", "event_time": h.now, "ingest_time": h.now, "type": "store_purchase",
+          "customer_id": "Z", "email_hash": "ab" * 32, "timezone": "UTC", "currency": "EUR", **purchase}
+    h.engine.process([EventIn("r", 0, h.offset, P, "", ev, b"")])
+    h.commit()
+    (win_back,) = [t for t in h.sent if t["action"] == "win_back"]
+    assert win_back["source_event_time"] == START + 60 * MIN + 30 * day  # the occurrence that fell due
+    assert win_back["created_at"] == h.now  # decided on the wall clock, as live
+    record = h.engine.peek(P)
+    assert record is not None and record.state is not None and record.state.orders_store == 2

@@ -11,6 +11,7 @@ from pipeline.broker.admin import ensure_topics
 from pipeline.broker.embedded import EmbeddedBroker
 from pipeline.broker.reader import iter_topic
 from pipeline.cli import main
+from pipeline.errors import ExitCode
 from pipeline.topology.catalogue import load_catalogue
 
 GOOD = {"version": "2026-11-23-a",
@@ -25,9 +26,9 @@ def test_check_only_names_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFi
     bad.write_text("version: x\nmodels: {geo_offer/EMAIL: {intercept: 1}}\n")
     assert main(["models", "publish", str(good), "--check"]) == 0
     assert "2026-11-23-a are valid" in capsys.readouterr().out
-    assert main(["models", "publish", str(bad), "--check"]) == 2
+    assert main(["models", "publish", str(bad), "--check"]) == ExitCode.CONFIG
     assert "geo_offer/EMAIL: no such action/channel pair" in capsys.readouterr().err
-    assert main(["models", "publish", str(tmp_path / "missing.json")]) == 2
+    assert main(["models", "publish", str(tmp_path / "missing.json")]) == ExitCode.CONFIG
     assert "cannot read" in capsys.readouterr().err
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.errors import ExitCode
+
 
 @pytest.mark.parametrize(("variable", "content", "message"), [
     ("OMNIPIPE_ACTIONS_CONFIG", "channels: {}\n", "actions.yaml: top level: missing ['actions', 'policy']"),
@@ -25,6 +27,6 @@ def test_a_broken_stage_configuration_fails_fast(tmp_path: Path, variable: str, 
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the embedded broker would start next: it must not get there
     result = subprocess.run([sys.executable, "-m", "pipeline", "worker"], env=env, capture_output=True,
                             text=True, timeout=60)
-    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.returncode == ExitCode.CONFIG, result.stderr[-2000:]
     assert message in result.stderr and str(path) in result.stderr
     assert "Tansu" not in result.stderr and "broker on" not in result.stderr
