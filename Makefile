@@ -41,10 +41,11 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check pipeline tests
 	$(BIN)/mypy
 
-bench: $(STAMP) $(TOOLS) ## ingest vs raw passthroughs, ratios from one run (BENCH_EVENTS=500000 BENCH_REPEAT=3)
-	$(BIN)/omnipipe bench --events $(BENCH_EVENTS) --repeat $(BENCH_REPEAT)
+bench: $(STAMP) $(TOOLS) ## every stage vs raw passthroughs on Apache Kafka, then Tansu, ratios from one run each (BENCH_EVENTS=500000 BENCH_REPEAT=3)
+	$(BIN)/omnipipe bench --broker kafka --events $(BENCH_EVENTS) --repeat $(BENCH_REPEAT)
+	$(BIN)/omnipipe bench --broker tansu --events $(BENCH_EVENTS) --repeat $(BENCH_REPEAT)
 
-faults: $(STAMP) $(TOOLS) ## fault scenarios on real workers, minutes each (FAULTS_ARGS="--only crash --kills 10")
+faults: $(STAMP) $(TOOLS) ## fault scenarios on real workers over 3 Apache Kafka brokers (FAULTS_ARGS="--only crash" or "--broker tansu")
 	$(BIN)/omnipipe faults $(FAULTS_ARGS)
 
 schemas: $(STAMP) ## register changed schema sources as new versions (checks compatibility)

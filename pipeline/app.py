@@ -39,14 +39,23 @@ from pipeline.topology.profile_config import load_profile_limits
 from pipeline.web.guard import WebGuard
 from pipeline.web.health import HealthServer
 
-#: librdkafka consumer settings for the embedded broker (measured on Tansu):
-#: - it holds a new member's JoinGroup for about half the session timeout (23 s with librdkafka's
-#:   default 45 s, 3 s with 6 s);
-#: - it answers a fetch with no data only when fetch.wait.max.ms runs out, even if records arrive
-#:   meanwhile: one hop took p50 136 ms with the default 500 ms, 11 ms with 10 ms. Real Kafka answers
-#:   as soon as data arrives, so the default stays there.
-LOCAL_CONSUMER: dict[str, Any] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
-                                  "fetch.wait.max.ms": 10}
+#: librdkafka consumer settings for an embedded broker on this machine (OMNIPIPE_LOCAL_BROKER): short
+#: group timeouts, so a worker that dies gives its partitions away within seconds (Tansu also holds a
+#: new member's JoinGroup for about half the session timeout: 23 s with librdkafka's default 45 s,
+#: 3 s with 6 s). 6 s is Apache Kafka's group.min.session.timeout.ms.
+LOCAL_CONSUMER: dict[str, Any] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+#: and only on Tansu (OMNIPIPE_BROKER_QUIRKS=tansu): it answers a fetch with no data only when
+#: fetch.wait.max.ms runs out, even if records arrive meanwhile (one hop took p50 136 ms with the
+#: default 500 ms, 11 ms with 10 ms). Apache Kafka answers as soon as data arrives: the default stays.
+TANSU_CONSUMER: dict[str, Any] = {**LOCAL_CONSUMER, "fetch.wait.max.ms": 10}
+
+
+def _broker_overrides(settings: Settings, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The stage config's broker-specific keys: group timeouts on a local broker, Tansu's workarounds."""
+    if settings.local_broker and "consumer_overrides" not in overrides:
+        overrides["consumer_overrides"] = TANSU_CONSUMER if settings.tansu else LOCAL_CONSUMER
+    overrides.setdefault("tansu", settings.tansu)
+    return overrides
 
 
 @dataclass
@@ -83,8 +92,7 @@ def build_ingest(
         ),
         DeadLetterSealer(settings.dlq_master_key(), PiiHasher(settings.hash_key())),
     )
-    if settings.local_broker and "consumer_overrides" not in overrides:
-        overrides["consumer_overrides"] = LOCAL_CONSUMER
+    _broker_overrides(settings, overrides)
     config = IngestConfig(
         client=librdkafka_config(settings),
         group_id=f"{settings.group_id}-ingest",
@@ -110,8 +118,7 @@ def build_identity(
     **overrides: Any,
 ) -> IdentityLoop:
     canonical = catalogue["canonical"]
-    if settings.local_broker and "consumer_overrides" not in overrides:
-        overrides["consumer_overrides"] = LOCAL_CONSUMER
+    _broker_overrides(settings, overrides)
     config = IdentityConfig(
         client=librdkafka_config(settings),
         group_id=f"{settings.group_id}-identity",
@@ -136,6 +143,7 @@ def build_identity(
         batch_size=settings.identity_batch_size,
         commit_interval_s=settings.identity_commit_interval_s,
         secret=settings.hash_key(),
+        settle_round_trips=settings.identity_settle,  # a replay resolves as paced (identity/settle.py)
         **overrides,
     )
     return IdentityLoop(config, codec.decode, codec.encode, PartitionMap(canonical.partitions),
@@ -160,8 +168,7 @@ def build_profile(
         overrides.setdefault("models_topic", catalogue["nba_models"].name)
         overrides.setdefault("stock_topic", catalogue["stock"].name)
         overrides.setdefault("stock_subject", catalogue["stock"].avro_subject)
-    if settings.local_broker and "consumer_overrides" not in overrides:
-        overrides["consumer_overrides"] = LOCAL_CONSUMER
+    _broker_overrides(settings, overrides)
     config = ProfileConfig(
         client=librdkafka_config(settings),
         group_id=f"{settings.group_id}-profile",
@@ -244,7 +251,7 @@ def build_app(
               StageService(profile, "profile")]
     lag = lag_monitor(registry, {"ingest": ingest.status, "identity": identity.status,
                                  "profile": profile.status},
-                      librdkafka_config(settings), tansu=settings.local_broker)
+                      librdkafka_config(settings), tansu=settings.tansu)
     stages.append(StageService(lag, "lag"))  # omnipipe_consumer_lag_records, read in its own thread
     health = HealthServer.for_worker(settings, registry, [ingest.status, identity.status, profile.status],
                                      started_at=started_at)

@@ -162,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--events", type=int, default=500_000)
     bench.add_argument("--customers", type=int, default=100_000)
     bench.add_argument("--partitions", type=int, default=4)
+    bench.add_argument("--broker", choices=("kafka", "tansu"), default=None,
+                       help="the embedded broker to measure on (default: OMNIPIPE_EMBEDDED_BROKER)")
     bench.add_argument("--repeat", type=int, default=1)
     bench.add_argument("--with-faust", action="store_true",
                        help="also measure plain Faust agents (consume only; one send per event)")
@@ -181,7 +183,8 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("--check", action="store_true", help="only validate against the action catalogue")
 
     faults = sub.add_parser("faults", help="fault scenarios on real worker processes: crash, poison, "
-                                           "rebuild, scale, erasure, slow sender (prints PASS/FAIL)")
+                                           "rebuild, scale, erasure, slow sender, broker bounce, pause "
+                                           "(prints PASS/FAIL)")
     from pipeline.faults.suite import add_arguments
 
     add_arguments(faults)

@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     identity_config_path: Path | None = Field(None, alias="OMNIPIPE_IDENTITY_CONFIG")
     identity_batch_size: int = Field(2000, alias="OMNIPIPE_IDENTITY_BATCH_SIZE", ge=1, le=100_000)
     identity_commit_interval_s: float = Field(0.2, alias="OMNIPIPE_IDENTITY_COMMIT_INTERVAL_S", gt=0)
+    identity_settle: bool = Field(False, alias="OMNIPIPE_IDENTITY_SETTLE")  # replays: identity/settle.py
     profile_config_path: Path | None = Field(None, alias="OMNIPIPE_PROFILE_CONFIG")
     actions_config_path: Path | None = Field(None, alias="OMNIPIPE_ACTIONS_CONFIG")
     profile_batch_size: int = Field(2000, alias="OMNIPIPE_PROFILE_BATCH_SIZE", ge=1, le=100_000)
@@ -222,17 +223,20 @@ class Settings(BaseSettings):
             raise ConfigError("OMNIPIPE_PII_HASH_KEY is required")
         return EMBEDDED_DEV_HASH_KEY.encode()
 
-    def with_bootstrap(self, servers: str, data_dir: Path) -> Settings:
+    def with_bootstrap(self, servers: str, data_dir: Path, *, tansu: bool = False) -> Settings:
         """A copy pointing at a broker started by us (dev hash key, its own state dir).
 
-        The embedded broker keeps everything in memory, so local table state
-        from an earlier broker would contradict its (empty) changelogs.
+        Every embedded broker starts empty (fresh storage), so local table state
+        from an earlier broker would contradict its (empty) changelogs. ``tansu``:
+        the broker is Tansu, whose defects the pipeline then works around
+        (``broker_quirks="tansu"``); Apache Kafka gets none of the workarounds.
         """
         key = self.pii_hash_key or SecretStr(EMBEDDED_DEV_HASH_KEY)
         return self.model_copy(
             update={
                 "kafka_bootstrap_servers": servers, "pii_hash_key": key,
                 "local_broker": True, "data_dir": data_dir,
+                "broker_quirks": "tansu" if tansu else "none",
             }
         )
 

@@ -189,6 +189,8 @@ def _run_pipeline(settings: Settings, catalogue: TopicCatalogue, expected: int) 
 
 def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     customers = args.customers  # 500k events over 100k people: the first weeks of their journeys
+    if getattr(args, "broker", None):
+        settings = settings.model_copy(update={"embedded_broker": args.broker})
     catalogue = load_topology(settings).with_partitions(args.partitions)
     with cluster(settings) as s:
         client = librdkafka_config(s)

@@ -83,9 +83,12 @@ def first_contact(
 
 def ensure_topics(
     client_config: Mapping[str, Any], catalogue: TopicCatalogue, timeout_s: float = 30.0,
-    *, first_contact_s: float | None = None,
+    *, first_contact_s: float | None = None, replication_factor: int | None = None,
 ) -> dict[str, str]:
     """Create missing topics; existing ones are left as they are.
+
+    ``replication_factor`` overrides every topic's declared one (a 3-broker test or fault
+    cluster: 3, with the brokers' ``min.insync.replicas=2``).
 
     Returns topic name -> "created" | "exists". A topic that exists with fewer
     partitions than declared is reported, not silently changed: repartitioning
@@ -118,7 +121,7 @@ def ensure_topics(
                 NewTopic(
                     spec.name,
                     num_partitions=spec.partitions,
-                    replication_factor=spec.replication_factor,
+                    replication_factor=replication_factor or spec.replication_factor,
                     config=spec.config(),
                 )
             )

@@ -37,7 +37,8 @@ def faust_broker_kwargs(settings: Settings) -> dict[str, Any]:
 
     import faust
 
-    scheme = "tansu" if settings.local_broker else "kafka"
+    # the embedded Tansu's ListOffsets is short: its transport takes the high watermark from a fetch
+    scheme = "tansu" if settings.tansu else "kafka"
     kwargs: dict[str, Any] = {
         "broker": ";".join(f"{scheme}://{h.strip()}" for h in bootstrap(settings).split(","))
     }

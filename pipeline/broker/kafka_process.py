@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
-from pipeline.broker.embedded import _die_with_parent
+from pipeline.broker.embedded import _die_with_parent, kafka_api_versions_ok
 from pipeline.errors import BrokerStartError
 
 KAFKA_VERSION = "4.1.1"  # keep equal to deploy/kafka/pom.xml
@@ -153,6 +153,7 @@ class KafkaCluster:
     storage_dir: Path | None = None  # a fresh directory under it (default: the system temp dir)
     startup_timeout_s: float = 90.0
     log_level: str = "WARN"
+    log_dir: Path | None = None  # keep each broker's log here as kafka-<id>.log (default: its storage)
     nodes: list[_Node] = field(default_factory=list, init=False, repr=False)
     _root: Path | None = field(default=None, init=False, repr=False)
     _cluster_id: str = field(default="", init=False, repr=False)
@@ -167,6 +168,16 @@ class KafkaCluster:
         return self.nodes[0].proc.pid if self.nodes and self.nodes[0].proc else None
 
     @property
+    def first_port(self) -> int:
+        """The first broker's port (the chosen one when ``port`` was 0)."""
+        return self.nodes[0].port if self.nodes else self.port
+
+    @property
+    def root(self) -> Path | None:
+        """The fresh directory holding every broker's storage (removed on stop)."""
+        return self._root
+
+    @property
     def replication_factor(self) -> int:
         return min(self.brokers, 3)
 
@@ -176,6 +187,10 @@ class KafkaCluster:
         reason = unavailable_reason()
         if reason is not None:
             raise BrokerStartError(f"cannot start the embedded Apache Kafka: {reason}")
+        for i in range(self.brokers if self.port else 0):
+            if not _port_free(self.port + i):
+                raise BrokerStartError(
+                    f"cannot start the embedded Apache Kafka: port {self.port + i} is in use")
         parent = self.storage_dir or Path(tempfile.gettempdir())
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -183,14 +198,10 @@ class KafkaCluster:
         except OSError as exc:
             raise BrokerStartError(
                 f"cannot start the embedded Apache Kafka: storage directory {parent} is not writable "
-                f"({exc.strerror})") from None
-        if self.port and not _port_free(self.port):
-            raise BrokerStartError(f"cannot start the embedded Apache Kafka: port {self.port} is in use")
+                f"({exc.strerror or exc})") from None
         self._cluster_id = _cluster_id()
         for i in range(self.brokers):
             port = self.port + i if self.port else _free_port()
-            if i and self.port and not _port_free(port):
-                raise BrokerStartError(f"cannot start the embedded Apache Kafka: port {port} is in use")
             directory = self._root / f"node-{i + 1}"
             directory.mkdir()
             self.nodes.append(_Node(i + 1, port, _free_port(), directory))
@@ -220,9 +231,15 @@ class KafkaCluster:
             "share.coordinator.state.topic.replication.factor": rf,
             "share.coordinator.state.topic.min.isr": isr,
             "group.initial.rebalance.delay.ms": 0,
+            # a killed broker is fenced (its partitions get new leaders) within 3 s, not 9 s: the
+            # cluster is on loopback, and fault scenarios kill brokers on purpose
+            "broker.heartbeat.interval.ms": 500,
+            "broker.session.timeout.ms": 3000,
             "auto.create.topics.enable": "false",
-            # the log cleaner applies compaction, as on a production cluster; small segments let
-            # tests and fault scenarios see it within a run
+            # the log cleaner applies compaction, as on a production cluster; it only cleans closed
+            # segments, so they roll every 30 s (not 7 days) and tests and fault scenarios see it
+            # within a run
+            "log.roll.ms": 30_000,
             "log.cleaner.backoff.ms": 1000,
             "log.cleaner.threads": 1,
             "log.cleaner.dedupe.buffer.size": 16 * 1024 * 1024,
@@ -232,17 +249,41 @@ class KafkaCluster:
         }
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
+    def _log_path(self, node: _Node) -> Path:
+        if self.log_dir is None:
+            return node.directory / "server.log"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return self.log_dir / f"kafka-{node.node_id}.log"
+
+    def _out_path(self, node: _Node) -> Path:
+        return node.directory / "stdout.log" if self.log_dir is None else self._log_path(node)
+
+    def _cause(self, node: _Node) -> str:
+        """The line of a broker's log that says why it stopped ("" if none does)."""
+        lines: list[str] = []
+        for path in dict.fromkeys((self._log_path(node), self._out_path(node))):
+            with contextlib.suppress(OSError):
+                lines += path.read_text(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if " ERROR " in line or " FATAL " in line:
+                # the exception's own message follows the "Exiting Kafka" line
+                for after in lines[i + 1:i + 4]:
+                    if "Exception: " in after or "Error: " in after:
+                        return after.split(": ", 1)[1].strip()
+                return line.split(" ", 3)[-1].strip()
+        return ""
+
     def _spawn(self, node: _Node) -> None:
         java = java_binary()
         assert java is not None
         config = node.directory / "server.properties"
         classpath = str(cache_dir() / "lib" / "*")
         log4j = node.directory / "log4j2.properties"
-        log4j.write_text(LOG4J2.format(log=node.directory / "server.log", level=self.log_level))
+        log4j.write_text(LOG4J2.format(log=self._log_path(node), level=self.log_level))
         jvm = [java, HEAP, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
                f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={node.directory}",
                "-cp", classpath]
-        node.out = open(node.directory / "stdout.log", "ab")  # noqa: SIM115 - closed in stop()
+        node.out = open(self._out_path(node), "ab")  # noqa: SIM115 - closed in stop()
         node.proc = subprocess.Popen([*jvm, "kafka.Kafka", str(config)], stdin=subprocess.DEVNULL,
                                      stdout=node.out, stderr=node.out, preexec_fn=_die_with_parent)
 
@@ -262,9 +303,9 @@ class KafkaCluster:
     def start(self) -> KafkaCluster:
         if self.nodes:
             return self
-        self._prepare()
         atexit.register(self.stop)
         try:
+            self._prepare()
             for node in self.nodes:
                 self._format(node)
             for node in self.nodes:
@@ -275,18 +316,25 @@ class KafkaCluster:
             raise
         return self
 
-    def _wait_ready(self, timeout_s: float) -> None:
+    def _wait_ready(self, timeout_s: float, via: _Node | None = None) -> None:
+        """Until a metadata request (to ``via`` only, if given) lists every broker."""
         from confluent_kafka.admin import AdminClient
 
         deadline = time.monotonic() + timeout_s
-        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, "logger": _QUIET}
+        servers = f"127.0.0.1:{via.port}" if via is not None else self.bootstrap_servers
+        conf: dict[str, Any] = {"bootstrap.servers": servers, "logger": _QUIET}
         admin = AdminClient(conf)
         while time.monotonic() < deadline:
-            for node in self.nodes:
+            for node in self.nodes if via is None else [via]:
                 if node.proc is not None and node.proc.poll() is not None:
+                    cause = self._cause(node) or f"see {self._log_path(node)}"
                     raise BrokerStartError(
                         f"embedded Apache Kafka broker {node.node_id} exited at start with code "
-                        f"{node.proc.returncode}; see {node.directory / 'server.log'}")
+                        f"{node.proc.returncode}: {cause}")
+            # a broker serves clients once it has caught up and been unfenced
+            if via is not None and not kafka_api_versions_ok("127.0.0.1", via.port):
+                time.sleep(0.2)
+                continue
             try:
                 md = admin.list_topics(timeout=2)
                 if len(md.brokers) == len(self.nodes):
@@ -296,7 +344,7 @@ class KafkaCluster:
             time.sleep(0.2)
         raise BrokerStartError(
             f"embedded Apache Kafka did not answer a metadata request with {len(self.nodes)} broker(s) "
-            f"within {timeout_s:.0f}s; see {self.nodes[0].directory / 'server.log'}")
+            f"within {timeout_s:.0f}s" + (f": {cause}" if (cause := self._cause(self.nodes[0])) else ""))
 
     # -- faults --------------------------------------------------------------
 
@@ -314,7 +362,8 @@ class KafkaCluster:
         if node.out is not None:
             node.out.close()
         self._spawn(node)
-        self._wait_ready(timeout_s)
+        # the others may still list it from before the kill: ready is when it answers itself
+        self._wait_ready(timeout_s, via=node)
 
     # -- stop ----------------------------------------------------------------
 

@@ -13,6 +13,11 @@ written by someone else) and is accepted, counted and logged.
 
 Both are logged as warnings: on these topics neither should ever happen, and
 the log outlives the counters of a worker that is killed.
+
+Only Tansu needs it: the stages build the guard with ``enabled`` from their
+config's ``tansu`` flag (``OMNIPIPE_BROKER_QUIRKS=tansu``, set when the
+embedded Tansu is started). On Apache Kafka it passes every batch through
+untouched and never seeks.
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ class Seeker(Protocol):
 class OffsetGapGuard:
     """Filters consumed batches; one per consumer, used from its polling thread only."""
 
-    def __init__(self, count: Callable[[str], None], retries: int = 3) -> None:
+    def __init__(self, count: Callable[[str], None], retries: int = 3, *, enabled: bool = True) -> None:
+        #: False: a pass-through (the broker delivers contiguous offsets; only Tansu does not)
+        self.enabled = enabled
         self._count = count
         self._retries = retries
         self._next: dict[_Key, int] = {}  # the offset each partition must deliver next
@@ -47,6 +54,8 @@ class OffsetGapGuard:
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """On assign and revoke: the position restarts from the committed offset, not from ours."""
+        if not self.enabled:
+            return
         for tp in partitions:
             key = (tp.topic, tp.partition)
             self._next.pop(key, None)
@@ -54,6 +63,8 @@ class OffsetGapGuard:
 
     def filter(self, consumer: Seeker, batch: list[Message]) -> list[Message]:
         """The batch without what follows a hole; for each hole, a seek back to its start."""
+        if not self.enabled:
+            return batch
         nxt, holes = self._next, self._holes
         out: list[Message] = []
         held: set[_Key] | None = None

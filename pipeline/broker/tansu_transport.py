@@ -1,8 +1,9 @@
 """Faust transport for the embedded Tansu broker: aiokafka with fetched high watermarks.
 
 Registered as the ``tansu://`` scheme (entry point ``faust.transports`` in
-pyproject.toml) and chosen by ``build_app`` only when the broker is the
-embedded one, so this is the single place the Tansu workaround lives.
+pyproject.toml) and chosen by ``faust_broker_kwargs`` only when the broker
+is Tansu (``OMNIPIPE_BROKER_QUIRKS=tansu``), so this is the single place the
+Faust side of the workaround lives. Apache Kafka uses the plain ``kafka://``.
 """
 
 from __future__ import annotations

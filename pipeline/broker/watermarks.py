@@ -5,7 +5,10 @@ last record batch + 1, not the end: produce 3 single records and then one
 batch of 5, and ListOffsets says 4 while a fetch response says 8. Anything
 that trusts ListOffsets (Faust's changelog recovery, consumer lag) stops
 short. The high watermark inside a fetch response is right, so we fetch the
-last batch and read it from there. Real Kafka needs none of this.
+last batch and read it from there. Apache Kafka needs none of this: every
+caller (lag, table restore, the ``tansu://`` Faust transport) takes this path
+only when the broker is Tansu (``OMNIPIPE_BROKER_QUIRKS=tansu``) and trusts
+ListOffsets otherwise.
 """
 
 from __future__ import annotations

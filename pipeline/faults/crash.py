@@ -28,14 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.broker.admin import ensure_topics
-from pipeline.broker.embedded import EmbeddedBroker
 from pipeline.broker.reader import iter_topic
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
 from pipeline.faults.lag import lags, stage_inputs
 from pipeline.faults.reference import Expected, profile_of, recompute
 from pipeline.faults.scenario import Result
+from pipeline.faults.substrate import fault_broker
 from pipeline.faults.tables import profile_table
 from pipeline.faults.workers import WorkerProcess, worker_env
 from pipeline.faults.workload import DAY_MS, Workload, consents, web_events
@@ -115,9 +114,9 @@ def run_crash(out: Path, *, customers: int, events: int, kills: int, rate: float
     catalogue = load_catalogue().with_partitions(PARTITIONS)
     codec = AvroCodec(SchemaCatalogue.load(), max_record_size=4 * 1024 * 1024)
     work = Workload(customers, events, seed, end_ms=int(time.time() * 1000) - DAY_MS)
-    with EmbeddedBroker(log_path=out / "tansu.log") as broker:
+    with fault_broker(out) as broker:
         client = {"bootstrap.servers": broker.bootstrap_servers}
-        ensure_topics(client, catalogue)
+        broker.ensure_topics(catalogue)
         env = workload_env(broker.bootstrap_servers)
         workers = [WorkerProcess(f"crash-w{i}", env, out / f"state-w{i}", out) for i in (1, 2)]
         try:
@@ -171,6 +170,8 @@ class Observed:
     triggers: list[tuple[dict[str, Any], int]]  # every trigger record on the topics, with its timestamp
     table: dict[str, ProfileState]
     expected: Expected
+    copies: int = 0  # canonical records, copies included (``len(events)`` are distinct)
+    repeats: int = 0  # trigger records beyond the first of their key
 
 
 def verify(res: Result, client: dict[str, Any], catalogue: TopicCatalogue, codec: AvroCodec, *,
@@ -229,4 +230,4 @@ def verify(res: Result, client: dict[str, Any], catalogue: TopicCatalogue, codec
         res.notes.append(f"sample: {sample}")
     for p in wrong[:2]:
         res.notes.append(f"profile {p} differs in {_fields_differing(compared.get(p), expected.states[p])}")
-    return Observed(unique, stamped, table, expected)
+    return Observed(unique, stamped, table, expected, copies=len(got_events), repeats=repeats)

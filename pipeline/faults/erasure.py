@@ -26,14 +26,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from pipeline.broker.admin import ensure_topics
-from pipeline.broker.embedded import EmbeddedBroker
 from pipeline.broker.reader import iter_topic
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
 from pipeline.faults.crash import ACTIONS, PARTITIONS, start_all, verify, wait_drained, workload_env
 from pipeline.faults.reference import profile_of, recompute
 from pipeline.faults.scenario import Result
+from pipeline.faults.substrate import fault_broker
 from pipeline.faults.tables import last_words, rebuilt_keys
 from pipeline.faults.workers import WorkerProcess
 from pipeline.faults.workload import DAY_MS, Workload, consents, web_events
@@ -91,9 +90,9 @@ def run_erasure(out: Path, *, customers: int, events: int, rate: float, share: f
     stream = sorted([*web, *requests.values()], key=lambda e: (e.event_time, e.record["event_id"]))
     erased = frozenset(f"cust:{work.customer_id(c)}" for c in requests)
     request_of = {e.record["event_id"]: f"cust:{work.customer_id(c)}" for c, e in requests.items()}
-    with EmbeddedBroker(log_path=out / "tansu.log") as broker:
+    with fault_broker(out) as broker:
         client = {"bootstrap.servers": broker.bootstrap_servers}
-        ensure_topics(client, catalogue)
+        broker.ensure_topics(catalogue)
         env = workload_env(broker.bootstrap_servers)
         workers = [WorkerProcess(f"erasure-w{i}", env, out / f"state-w{i}", out) for i in (1, 2)]
         try:

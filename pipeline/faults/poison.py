@@ -24,13 +24,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipeline.broker.admin import ensure_topics
-from pipeline.broker.embedded import EmbeddedBroker
 from pipeline.broker.reader import iter_topic
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
 from pipeline.faults.crash import GROUP, HASH_KEY, PARTITIONS, wait_drained
 from pipeline.faults.scenario import Result
+from pipeline.faults.substrate import fault_broker
 from pipeline.faults.workers import WorkerProcess, worker_env
 from pipeline.simulate.journeys import EXPECTED_EVENTS_PER_CUSTOMER
 from pipeline.simulate.malformed import REASONS
@@ -89,9 +88,9 @@ def run_poison(out: Path, *, events: int, bad_ratio: float, seed: int) -> Result
     catalogue = load_catalogue().with_partitions(PARTITIONS)
     codec = AvroCodec(SchemaCatalogue.load(), max_record_size=4 * 1024 * 1024)
     customers = max(1, int(events / EXPECTED_EVENTS_PER_CUSTOMER))
-    with EmbeddedBroker(log_path=out / "tansu.log") as broker:
+    with fault_broker(out) as broker:
         client = {"bootstrap.servers": broker.bootstrap_servers}
-        ensure_topics(client, catalogue)
+        broker.ensure_topics(catalogue)
         env = worker_env(broker.bootstrap_servers, HASH_KEY, OMNIPIPE_GROUP_ID=GROUP,
                          OMNIPIPE_TOPIC_PARTITIONS=str(PARTITIONS), OMNIPIPE_NBA_CLOCK="event")
         worker = WorkerProcess("poison-w1", env, out / "state-w1", out)

@@ -15,12 +15,11 @@ import shutil
 import time
 from pathlib import Path
 
-from pipeline.broker.admin import ensure_topics
-from pipeline.broker.embedded import EmbeddedBroker
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
 from pipeline.faults.crash import GROUP, HASH_KEY, PARTITIONS, wait_drained
 from pipeline.faults.scenario import Result
+from pipeline.faults.substrate import fault_broker
 from pipeline.faults.tables import local_digest
 from pipeline.faults.workers import WorkerProcess, worker_env
 from pipeline.profile.engine import PROFILE_PREFIX, TIMER_PREFIX, VIEWED_PREFIX
@@ -44,9 +43,9 @@ def run_rebuild(out: Path, *, events: int, seed: int) -> Result:
     codec = AvroCodec(SchemaCatalogue.load(), max_record_size=4 * 1024 * 1024)
     customers = max(1, int(events / EXPECTED_EVENTS_PER_CUSTOMER))
     state = out / "state-w1"
-    with EmbeddedBroker(log_path=out / "tansu.log") as broker:
+    with fault_broker(out) as broker:
         client = {"bootstrap.servers": broker.bootstrap_servers}
-        ensure_topics(client, catalogue)
+        broker.ensure_topics(catalogue)
         env = worker_env(broker.bootstrap_servers, HASH_KEY, OMNIPIPE_GROUP_ID=GROUP,
                          OMNIPIPE_TOPIC_PARTITIONS=str(PARTITIONS), OMNIPIPE_NBA_CLOCK="event")
         worker = WorkerProcess("rebuild-w1", env, state, out)

@@ -24,12 +24,12 @@ from typing import Any
 import yaml
 
 from pipeline.broker.admin import ensure_topics
-from pipeline.broker.embedded import EmbeddedBroker
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
 from pipeline.faults.crash import GROUP, PARTITIONS, start_all, verify, wait_drained, workload_env
 from pipeline.faults.lag import committed_sum, lags, stage_inputs
 from pipeline.faults.scenario import Result
+from pipeline.faults.substrate import fault_broker
 from pipeline.faults.workers import WorkerProcess
 from pipeline.faults.workload import DAY_MS, Workload, consents, web_events
 from pipeline.simulate.publisher import publish
@@ -87,14 +87,14 @@ def membership(res: Result, out: Path, servers: str, client: dict[str, Any], cat
 
 
 def throughput(res: Result, out: Path, servers: str, client: dict[str, Any], codec: AvroCodec,
-               work: Workload, settle_s: float = 10.0) -> None:
+               work: Workload, settle_s: float = 10.0, replication_factor: int = 1) -> None:
     backlog = [*consents(work), *web_events(work)]
     rates: dict[int, float] = {}
     for n in (1, 2, 3):
         prefix = f"s{n}"
         topo = private_topology(out, prefix)
         cat = load_catalogue(topo).with_partitions(PARTITIONS)
-        ensure_topics(client, cat)
+        ensure_topics(client, cat, replication_factor=replication_factor)
         group = f"{GROUP}-{prefix}"
         env = workload_env(servers, group, OMNIPIPE_TOPOLOGY=str(topo))
         workers = [WorkerProcess(f"{prefix}-w{i}", env, out / f"{prefix}-state-w{i}", out) for i in range(n)]
@@ -130,14 +130,15 @@ def run_scale(out: Path, *, customers: int, events: int, rate: float, seed: int)
     out.mkdir(parents=True, exist_ok=True)
     catalogue = load_catalogue().with_partitions(PARTITIONS)
     codec = AvroCodec(SchemaCatalogue.load(), max_record_size=4 * 1024 * 1024)
-    with EmbeddedBroker(log_path=out / "tansu.log") as broker:
+    with fault_broker(out) as broker:
         client = {"bootstrap.servers": broker.bootstrap_servers}
-        ensure_topics(client, catalogue)
+        broker.ensure_topics(catalogue)
         now = int(time.time() * 1000)
         membership(res, out, broker.bootstrap_servers, client, catalogue, codec,
                    Workload(customers, events, seed, end_ms=now - DAY_MS), rate)
         throughput(res, out, broker.bootstrap_servers, client, codec,
-                   Workload(customers, events, seed + 1000, end_ms=now - DAY_MS))
+                   Workload(customers, events, seed + 1000, end_ms=now - DAY_MS),
+                   replication_factor=broker.replication_factor)
     res.notes.append("throughput: all workers share this machine's cores with the broker; more workers "
                      "only help where there are cores to give them")
     return res.finish()

@@ -33,8 +33,6 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline.broker.admin import ensure_topics
-from pipeline.broker.embedded import EmbeddedBroker
 from pipeline.broker.offset_gaps import OffsetGapGuard
 from pipeline.broker.reader import count_records
 from pipeline.contracts.catalogue import SchemaCatalogue
@@ -42,6 +40,7 @@ from pipeline.contracts.codec import AvroCodec
 from pipeline.faults.crash import GROUP, PARTITIONS, wait_drained, workload_env
 from pipeline.faults.lag import lags, stage_inputs
 from pipeline.faults.scenario import Result
+from pipeline.faults.substrate import fault_broker
 from pipeline.faults.workers import WorkerProcess
 from pipeline.faults.workload import DAY_MS, Workload, consents, web_events
 from pipeline.simulate.publisher import publish
@@ -134,10 +133,10 @@ def measure(out: Path, *, customers: int, rate: float, seconds: float, stall: fl
     work = Workload(customers, int(rate * seconds), seed, end_ms=int(time.time() * 1000) - DAY_MS)
     topics = {ch: catalogue.trigger_topic(ch).name for ch in CHANNELS}
     m = Measured(stalled, (seconds - stall) / 2, (seconds + stall) / 2)
-    with EmbeddedBroker(log_path=out / "tansu.log") as broker:
+    with fault_broker(out) as broker:
         servers = broker.bootstrap_servers
         client = {"bootstrap.servers": servers}
-        ensure_topics(client, catalogue)
+        broker.ensure_topics(catalogue)
         worker = WorkerProcess("slow-w1", workload_env(servers), out / "state-w1", out)
         senders = {ch: Sender(client, t) for ch, t in topics.items()}
         t0 = 0.0

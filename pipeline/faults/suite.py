@@ -7,14 +7,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.faults import substrate
 from pipeline.faults.scenario import Result
 from pipeline.faults.workers import fetch_jumps, kill_leftovers
 
-SCENARIOS = ("crash", "poison", "rebuild", "scale", "erasure", "slow-sender")
+SCENARIOS = ("crash", "poison", "rebuild", "scale", "erasure", "slow-sender", "broker-bounce", "pause")
+#: scenarios that need brokers to kill and restart on their own storage: not the in-memory Tansu
+KAFKA_ONLY = ("broker-bounce",)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {SCENARIOS}")
+    p.add_argument("--broker", choices=substrate.BROKERS, default="kafka",
+                   help="kafka: 3 Apache Kafka brokers (RF 3, min.insync.replicas 2); tansu: embedded Tansu")
+    p.add_argument("--only", default=None, help=f"comma-separated subset of {SCENARIOS} (default: all "
+                                                f"the broker can run)")
     p.add_argument("--out", type=Path, default=Path("var/faults"), help="state, logs and broker log")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--customers", type=int, default=20_000)
@@ -25,13 +31,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rebuild-events", type=int, default=300_000, help="rebuild: simulated events, roughly")
     p.add_argument("--stall", type=float, default=120.0, help="slow-sender: seconds the e-mail sender stops")
     p.add_argument("--bad-ratio", type=float, default=0.01, help="poison: share of malformed records")
+    p.add_argument("--bounces", type=int, default=5, help="broker-bounce: kill -9 the leading broker, times")
+    p.add_argument("--bounce-rate", type=float, default=400.0,
+                   help="broker-bounce: offered events/s, so that the stream outlasts the restarts")
+    p.add_argument("--pause-events", type=int, default=100_000, help="pause: web events (consents on top)")
 
 
-def run_suite(args: argparse.Namespace) -> int:
-    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+def chosen_scenarios(only: str | None, broker: str) -> list[str]:
+    """The scenarios to run: ``--only``'s, else every one the broker can run; one line if not possible."""
+    if only is None:
+        return [s for s in SCENARIOS if broker == "kafka" or s not in KAFKA_ONLY]
+    chosen = [s.strip() for s in only.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(SCENARIOS))
     if unknown:
         raise SystemExit(f"omnipipe faults: unknown scenario(s) {unknown}; known: {list(SCENARIOS)}")
+    refused = [s for s in chosen if broker != "kafka" and s in KAFKA_ONLY]
+    if refused:
+        raise SystemExit(f"omnipipe faults: {refused} need(s) --broker kafka (brokers restarted on their "
+                         f"storage; Tansu keeps everything in memory)")
+    return chosen
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    chosen = chosen_scenarios(args.only, args.broker)
+    reason = substrate.unavailable_reason(args.broker)
+    if reason is not None:
+        raise SystemExit(f"omnipipe faults: {reason}")
+    substrate.use(args.broker)
+    where = "Apache Kafka, 3 brokers" if args.broker == "kafka" else "Tansu"
+    print(f"faults on {where}: {', '.join(chosen)}", flush=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runners: dict[str, Callable[[Path], Result]] = {
         "crash": lambda out: _crash(out, args),
@@ -40,6 +68,8 @@ def run_suite(args: argparse.Namespace) -> int:
         "erasure": lambda out: _erasure(out, args),
         "scale": lambda out: _scale(out, args),
         "slow-sender": lambda out: _slow_sender(out, args),
+        "broker-bounce": lambda out: _broker_bounce(out, args),
+        "pause": lambda out: _pause(out, args),
     }
     results = []
     for name in chosen:
@@ -107,3 +137,17 @@ def _slow_sender(out: Path, args: argparse.Namespace) -> Result:
     seconds, rate = args.stall + 60.0, args.rate / 4  # a steady load the worker keeps up with
     return run_slow_sender(out, customers=max(100, int(rate * seconds / 10)), rate=rate, seconds=seconds,
                            stall=args.stall, seed=args.seed)
+
+
+def _broker_bounce(out: Path, args: argparse.Namespace) -> Result:
+    from pipeline.faults.broker_bounce import run_broker_bounce
+
+    return run_broker_bounce(out, customers=args.customers, events=args.events, bounces=args.bounces,
+                             rate=args.bounce_rate, seed=args.seed)
+
+
+def _pause(out: Path, args: argparse.Namespace) -> Result:
+    from pipeline.faults.pause import run_pause
+
+    return run_pause(out, customers=args.customers // 2, events=args.pause_events, rate=args.rate,
+                     seed=args.seed)

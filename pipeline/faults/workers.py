@@ -128,11 +128,15 @@ class WorkerProcess:
 
 
 def worker_env(bootstrap: str, hash_key: str, **extra: str) -> dict[str, str]:
+    """A worker's environment on the run's substrate (``substrate.use``): its broker's quirks only."""
+    from pipeline.faults.substrate import quirks
+
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "OMNIPIPE_"))}
     env.update({
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "OMNIPIPE_PII_HASH_KEY": hash_key,
-        "OMNIPIPE_LOCAL_BROKER": "1",
+        "OMNIPIPE_LOCAL_BROKER": "1",  # a broker on this machine: short group timeouts
+        "OMNIPIPE_BROKER_QUIRKS": quirks(),
         "OMNIPIPE_LOG_LEVEL": "WARNING",
         # the scenarios read many profiles back from one client: no lookup rate limit in the way
         "OMNIPIPE_LOOKUP_RATE_PER_S": "10000", "OMNIPIPE_LOOKUP_BURST": "10000",

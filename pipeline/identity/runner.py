@@ -73,6 +73,7 @@ from pipeline.identity.link_reader import read_link_event
 from pipeline.identity.messages import Message as IdentityMessage
 from pipeline.identity.messages import Observe, Space
 from pipeline.identity.model import Limits, LinkEvent, MergeDecision, Ref, Refusal
+from pipeline.identity.settle import RoundTrips, event_refs, returned_refs, round_trip_refs
 from pipeline.identity.state import IdentifierRecord, ProfileRecord
 from pipeline.identity.store import RocksRecordStore, read_done_commits, restore_partitions
 from pipeline.ingest.reasons import Reason
@@ -121,11 +122,21 @@ class IdentityConfig:
     max_cached_records: int = 50_000  # per partition, decoded, between commits
     # canonical events are resolved in event-time order across its partitions (``pipeline/runtime/
     # ordering.py``): at most this many wait per partition (then it is paused), and an empty partition
-    # the broker has more for holds the others back at most this long
+    # the broker has more for (or a broker round trip an event waits for) holds the others at most this long
     order_max_buffered: int = 5000
-    order_max_wait_ms: int = 1000
+    order_max_wait_ms: int = 5000
+    # replaying history (the newest time released is older than this): a caught-up partition is waited
+    # for too, at most order_idle_ms, as the stage upstream may not have written it yet
+    order_history_ms: int = 900_000
+    order_idle_ms: int = 500
+    #: an event waits for a broker round trip under way that moves one of its identifiers (``settle.py``):
+    #: what a replay needs to resolve as paced traffic does (OMNIPIPE_IDENTITY_SETTLE=1); it costs a round
+    #: trip per new link in a backlog (the bench's 20,000 customers: minutes), so it is off by default
+    settle_round_trips: bool = False
     secret: bytes = b"omnipipe"  # keys the erasure markers (the PII hash key in a worker)
     dlq_keys_topic: str | None = None  # an erased ref's dead-letter key shares are destroyed there
+    # the broker is Tansu (OMNIPIPE_BROKER_QUIRKS=tansu): re-read fetch gaps (pipeline/broker/offset_gaps.py)
+    tansu: bool = False
     consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -201,11 +212,16 @@ class IdentityLoop:
                                              metrics.delivery_failures.inc)
         self._record_counts: dict[tuple[int, Space], int] = {}
         self._erased: dict[int, dict[bytes, int]] = {}  # partition -> erasure marker -> request time
-        self._gaps = OffsetGapGuard(lambda outcome: metrics.offset_gaps.labels(outcome).inc())
+        self._gaps = OffsetGapGuard(lambda outcome: metrics.offset_gaps.labels(outcome).inc(),
+                                    enabled=config.tansu)
         # canonical events wait here until they are next in event time across its partitions
         self._order: ConsumerOrder[_Canonical] = ConsumerOrder(
             [config.canonical_topic], max_buffered=config.order_max_buffered,
-            max_wait_ms=config.order_max_wait_ms)
+            max_wait_ms=config.order_max_wait_ms, idle_ms=config.order_idle_ms)
+        self._round_trips = RoundTrips()  # messages through the broker an event may wait for (settle.py)
+        self._settling: tuple[frozenset[Ref], int] | None = None  # what the next event waits for, until
+        self.settle_waits = 0  # times the next event waited for a round trip through the broker
+        self.settle_timeouts = 0  # round trips not back within order_max_wait_ms (the events went on)
 
     def stop(self) -> None:
         self._stop.set()
@@ -248,12 +264,15 @@ class IdentityLoop:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition], producer: Producer) -> None:
         self._gaps.forget(partitions)
         self._order.assigned(consumer, partitions)
+        self._round_trips.clear()  # what was under way is re-sent from the restored outboxes
+        self._settling = None
         self.status.assigned_to(frozenset((tp.topic, tp.partition) for tp in partitions))
         numbers = sorted({tp.partition for tp in partitions} - set(self.engine.partitions))
         started = time.monotonic()
         cfg = self.config
         done = read_done_commits(cfg.client, cfg.commits_topic) if numbers else {}
-        restored = restore_partitions(self.store, cfg.client, cfg.changelog_topic, numbers, done=done)
+        restored = restore_partitions(self.store, cfg.client, cfg.changelog_topic, numbers, done=done,
+                                      tansu=cfg.tansu)
         if restored.undone:
             # rewrite what the incomplete commit touched, so its records are never a key's last word
             self._persist(producer, {p: [(key, self.store.raw(p, key)) for key in sorted(keys)]
@@ -283,6 +302,8 @@ class IdentityLoop:
         self._commit(consumer, producer)
         self._gaps.forget(partitions)
         self._order.revoked(partitions)  # unresolved, so uncommitted: the new owner reads them again
+        self._round_trips.clear()
+        self._settling = None
         self.status.revoked(frozenset((tp.topic, tp.partition) for tp in partitions))
         with self._lock:
             for p in sorted({tp.partition for tp in partitions}):
@@ -376,34 +397,108 @@ class IdentityLoop:
                 forget.append(msg)
             else:
                 try:
-                    inputs.append(decode_message(value))  # type: ignore[arg-type]
+                    message = decode_message(value)  # type: ignore[arg-type]
                 except IdentityCodecError as exc:
                     self._dead_letter(Reason.INTERNAL_ERROR, f"undecodable identity message: {exc}", msg)
-        for r in self._order.release(consumer, int(time.monotonic() * 1000)):  # after the messages
-            pending.offsets[(r.partition.topic, r.partition.partition)] = r.offset + 1
-            item = r.item
-            if item.event is None:
-                self._dead_letter(item.reason, item.detail, item.msg)  # type: ignore[arg-type]
-            elif self._erased and self._erased_past(item.event):
-                self._metrics.erased_events_dropped.inc()
-                self.stats.erased_dropped += 1
-            else:
-                inputs.append(Observe(item.event, item.msg.value()))  # type: ignore[arg-type]
-        if not inputs and not forget and not batch:
-            return  # nothing was ready: the buffered events wait for a partition behind them
+                    continue
+                inputs.append(message)
+                if self._round_trips:
+                    self._round_trips.back(returned_refs(message))  # applied just below
+        now_ms = int(time.monotonic() * 1000)
+        if not inputs and not forget and not batch and not self._ready(now_ms):
+            return  # nothing was ready: the buffered events wait for a partition or a round trip
         with self._lock:
-            out = self.engine.process(inputs)
+            # the messages first (what earlier events caused), then the events that are next in time
+            outs = [self._track(self.engine.process(inputs))] if inputs else []
+            outs += self._resolve_in_order(consumer, now_ms)
             for msg in forget:
                 self._forget(msg)
-        pending.add(out)
-        counts = out.counts
-        self._metrics.add(counts)
-        for (p, space), n in counts.created.items():
-            self._record_counts[(p, space)] = self._record_counts.get((p, space), 0) + n
-        self.stats.events += counts.events
-        self.stats.resolved += counts.resolved
-        self.stats.remote_messages += len(out.remote)
+        if not outs and not forget and not batch:
+            return  # the buffered events still wait (a partition behind them, a round trip)
+        for out in outs:
+            pending.add(out)
+            counts = out.counts
+            self._metrics.add(counts)
+            for (p, space), n in counts.created.items():
+                self._record_counts[(p, space)] = self._record_counts.get((p, space), 0) + n
+            self.stats.events += counts.events
+            self.stats.resolved += counts.resolved
+            self.stats.remote_messages += len(out.remote)
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ event-time order
+    def _ready(self, now_ms: int) -> bool:
+        """Whether a round trip the next event waits for is back (or its wait ran out)."""
+        settling = self._settling
+        if settling is None:
+            return True
+        refs, deadline = settling
+        if not self._round_trips.blocking(refs):
+            self._settling = None
+            return True
+        if now_ms < deadline:
+            return False
+        self._round_trips.give_up(refs)  # not back in time (e.g. its partition moved to another worker)
+        self._settling = None
+        self.settle_timeouts += 1
+        return True
+
+    def _track(self, out: BatchOutput) -> BatchOutput:
+        """Count the round trips through the broker (to partitions read here) an event may wait for."""
+        if not self.config.settle_round_trips:
+            return out
+        owned = self.engine.partitions
+        peek = self.engine.peek
+        for q, m in out.remote:
+            if q in owned:
+                self._round_trips.sent(round_trip_refs(m, peek))
+        return out
+
+    def _resolve_in_order(self, consumer: Consumer | None, now_ms: int) -> list[BatchOutput]:
+        """Resolve the canonical events that are next in event time (under the lock).
+
+        As paced traffic would: an event waits while a broker round trip that
+        changes how one of its identifiers resolves is under way (an ``Assign``
+        from its cluster root, a ``Resolution`` for a cookie that follows a
+        login), so it resolves to the profile an earlier event linked it to,
+        not to the one it had before. An event whose identifiers an earlier
+        event of the same run touched waits for that run to be applied first.
+        """
+        if not self._ready(now_ms):
+            return []
+        released = self._order.release(consumer, now_ms,
+                                       history_before=self._clock_ms() - self.config.order_history_ms)
+        outs: list[BatchOutput] = []
+        run: list[IdentityMessage] = []
+        run_refs: set[Ref] = set()
+        round_trips = self._round_trips
+        settle = self.config.settle_round_trips
+        pending = self._pending
+        for i, r in enumerate(released):
+            item = r.item
+            event = item.event
+            if event is not None and not (self._erased and self._erased_past(event)):
+                refs = event_refs(event) if settle else frozenset()
+                if run_refs and not run_refs.isdisjoint(refs):
+                    outs.append(self._track(self.engine.process(run)))
+                    run, run_refs = [], set()
+                blocking = round_trips.blocking(refs) if round_trips else frozenset()
+                if blocking:
+                    self._order.unrelease(released[i:])
+                    self._settling = (blocking, now_ms + self.config.order_max_wait_ms)
+                    self.settle_waits += 1
+                    break
+                run.append(Observe(event, item.msg.value()))  # type: ignore[arg-type]
+                run_refs.update(refs)
+            elif event is None:
+                self._dead_letter(item.reason, item.detail, item.msg)  # type: ignore[arg-type]
+            else:
+                self._metrics.erased_events_dropped.inc()
+                self.stats.erased_dropped += 1
+            pending.offsets[(r.partition.topic, r.partition.partition)] = r.offset + 1
+        if run:
+            outs.append(self._track(self.engine.process(run)))
+        return outs
 
     def _erased_past(self, event: LinkEvent) -> bool:
         """Whether the event's key (strongest) identifier was erased at or after the event: a replayed

@@ -15,6 +15,12 @@ last commit) rather than skipping records. A schema registry that does not
 answer pauses the loop instead (``pipeline/ingest/outage.py``): the records
 from the first one it could not decode are held and retried with backoff,
 never dead-lettered, and nothing past them is committed.
+
+Order: the outputs leave in event-time order across the input partitions
+(``pipeline/runtime/ordering.py``): a decoded record waits until it is the
+lowest-timed head of every partition that has, or is about to get, records;
+a partition's own order is kept, and offsets are committed only past
+released records, so a replay read in one burst reaches identity as if paced.
 """
 
 from __future__ import annotations
@@ -63,7 +69,13 @@ class IngestConfig:
     # at most this many decoded records wait per partition (then it is paused), and an empty partition
     # the broker has more for holds the others back at most this long
     order_max_buffered: int = 5000
-    order_max_wait_ms: int = 1000
+    order_max_wait_ms: int = 5000
+    # replaying history (the newest time released is older than this): a caught-up partition is waited
+    # for too, at most order_idle_ms, as the stage upstream may not have written it yet
+    order_history_ms: int = 900_000
+    order_idle_ms: int = 0  # its inputs come from producers, not from a stage of ours
+    # the broker is Tansu (OMNIPIPE_BROKER_QUIRKS=tansu): re-read fetch gaps (pipeline/broker/offset_gaps.py)
+    tansu: bool = False
     consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
     producer_overrides: Mapping[str, Any] = field(default_factory=dict)
 
@@ -105,7 +117,8 @@ class IngestLoop:
         self._processor = processor
         self._encode = encode
         self._metrics = metrics
-        self._gaps = OffsetGapGuard(lambda outcome: metrics.offset_gaps.labels(outcome).inc())
+        self._gaps = OffsetGapGuard(lambda outcome: metrics.offset_gaps.labels(outcome).inc(),
+                                    enabled=config.tansu)
         self._clock_ms = clock_ms
         self._stop = threading.Event()
         self.status = StageStatus("ingest")  # read by /readyz, the lag monitor
@@ -114,7 +127,8 @@ class IngestLoop:
         self._pending: dict[tuple[str, int], int] = {}  # next offset to commit
         # decoded records wait here until they are next in event time across the inputs (then produced)
         self._order: ConsumerOrder[_Output] = ConsumerOrder(
-            config.sources, max_buffered=config.order_max_buffered, max_wait_ms=config.order_max_wait_ms)
+            config.sources, max_buffered=config.order_max_buffered, max_wait_ms=config.order_max_wait_ms,
+            idle_ms=config.order_idle_ms)
         self._consumer: Consumer | None = None  # set by ``run`` (the order reads its watermarks)
         self._backoff = Backoff(config.registry_retry_initial_s, config.registry_retry_max_s)
         self._wait: RegistryWait | None = None  # records held while the schema registry is down
@@ -337,7 +351,8 @@ class IngestLoop:
 
     def _release(self, consumer: Consumer | None, producer: Producer) -> None:
         """Produce the outputs that are next in event time; their inputs' offsets become committable."""
-        released = self._order.release(consumer, int(time.monotonic() * 1000))
+        released = self._order.release(consumer, int(time.monotonic() * 1000),
+                                       history_before=self._clock_ms() - self.config.order_history_ms)
         if not released:
             return
         produce = producer.produce

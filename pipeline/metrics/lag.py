@@ -216,5 +216,6 @@ class LagMonitor(Collector):
 
 def lag_monitor(registry: CollectorRegistry, stages: Mapping[str, StageStatus], client: Mapping[str, Any],
                 *, tansu: bool, interval_s: float = 10.0) -> LagMonitor:
-    """The worker's monitor: reads ``client``'s broker (``tansu``: the embedded one)."""
+    """The worker's monitor: reads ``client``'s broker (``tansu``: it is Tansu, whose ListOffsets is short;
+    otherwise the broker's own watermarks are trusted)."""
     return LagMonitor(registry, stages, lambda: KafkaOffsetReader(client, tansu=tansu), interval_s)

@@ -104,6 +104,8 @@ class ProfileConfig:
     caught_up_gap_s: float = 0.02
     max_cached_records: int = 100_000
     secret: bytes = b"omnipipe"  # keys the erased-profile markers (the PII hash key in a worker)
+    # the broker is Tansu (OMNIPIPE_BROKER_QUIRKS=tansu): re-read fetch gaps (pipeline/broker/offset_gaps.py)
+    tansu: bool = False
     consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
     # next-best-action (None: the stage only keeps profiles)
     actions: ActionCatalogue | None = None
@@ -143,7 +145,8 @@ class ProfileLoop:
         self._decode = decode
         self._encode = encode
         self._metrics = metrics
-        self._gaps = OffsetGapGuard(lambda outcome: metrics.offset_gaps.labels(outcome).inc())
+        self._gaps = OffsetGapGuard(lambda outcome: metrics.offset_gaps.labels(outcome).inc(),
+                                    enabled=config.tansu)
         self._clock_ms = clock_ms
         self.partition_of = partition_of
         self.store = PartitionStore(config.state_dir)
@@ -232,7 +235,8 @@ class ProfileLoop:
         numbers = sorted({tp.partition for tp in partitions} - set(self.engine.partitions))
         started = time.monotonic()
         done = read_done_commits(cfg.client, cfg.commits_topic) if numbers else {}
-        restored = restore_partitions(self.store, cfg.client, cfg.changelog_topic, numbers, done=done)
+        restored = restore_partitions(self.store, cfg.client, cfg.changelog_topic, numbers, done=done,
+                                      tansu=cfg.tansu)
         if restored.undone:
             self._persist(producer, {p: [(key, self.store.raw(p, key)) for key in sorted(keys)]
                                      for p, keys in restored.undone.items()})

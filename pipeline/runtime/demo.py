@@ -121,6 +121,7 @@ def _worker_env(settings: Settings, port: int, metrics_port: int) -> dict[str, s
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "OMNIPIPE_PII_HASH_KEY": settings.pii_hash_key.get_secret_value(),
         "OMNIPIPE_LOCAL_BROKER": "1" if settings.local_broker else "0",
+        "OMNIPIPE_BROKER_QUIRKS": settings.broker_quirks,  # Tansu's workarounds only on Tansu
         "OMNIPIPE_WEB_PORT": str(port),
         "OMNIPIPE_METRICS_PORT": str(metrics_port),
         "OMNIPIPE_DATA_DIR": str(settings.data_dir),
@@ -128,6 +129,10 @@ def _worker_env(settings: Settings, port: int, metrics_port: int) -> dict[str, s
         "OMNIPIPE_NBA_CLOCK": "event",  # the simulation replays history: decide at its time, not today's
     })
     return env
+
+
+def _embedded_label(resolved: Settings) -> str:
+    return " (embedded Tansu, memory)" if resolved.tansu else " (embedded Apache Kafka)"
 
 
 def _wait_metrics(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> Scrape:
@@ -291,7 +296,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             )
             try:
                 print(f"omnipipe demo: broker {resolved.kafka_bootstrap_servers}"
-                      f"{' (embedded Tansu, memory)' if settings.embedded else ''}")
+                      f"{_embedded_label(resolved) if settings.embedded else ''}")
                 print(f"  worker pid {worker.pid}, metrics at {url}, log {log_dir / 'worker.log'}")
                 _wait_metrics(url, worker)
                 # enough customers to keep the simulator busy for the whole run

@@ -20,7 +20,12 @@ processing; this module is the same model, built once for every stage:
   (``max_wait_ms``, where Kafka Streams would wait without bound): past it the
   others go on (``enforced``) until the partition gets records again;
 - a partition that is caught up (position = high watermark) holds nothing:
-  live traffic is never slowed down waiting for data that is not there;
+  live traffic is never slowed down waiting for data that is not there.
+  Only while replaying history (the newest time released is older than the
+  caller's ``history_before``) is a caught-up partition waited for, at most
+  ``idle_ms`` (Kafka Streams' ``max.task.idle.ms``): a stage reading what
+  another stage of ours writes can otherwise run ahead of a partition that
+  stage has not written yet;
 - memory is bounded: a partition with ``max_buffered`` records or more is
   reported ``full`` (the adapter pauses it until half of them are released).
 
@@ -79,6 +84,7 @@ class Wait(StrEnum):
 
     UNKNOWN = "unknown"  # no fetch has told its high watermark (or no position is known yet)
     LAG = "lag"  # the broker has records for it that are not buffered yet
+    IDLE = "idle"  # caught up, in a replay of history: the stage upstream may not have written it yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,13 +143,18 @@ class _Queue(Generic[T]):
 class PartitionOrder(Generic[T]):
     """The chooser: buffers per partition, releases the lowest head time first (one thread only)."""
 
-    def __init__(self, *, max_buffered: int = 5000, max_wait_ms: int = 1000) -> None:
+    def __init__(self, *, max_buffered: int = 5000, max_wait_ms: int = 1000, idle_ms: int = 0) -> None:
         if max_buffered < 1:
             raise ValueError(f"max_buffered must be at least 1, not {max_buffered}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must not be negative, not {max_wait_ms}")
+        if idle_ms < 0:
+            raise ValueError(f"idle_ms must not be negative, not {idle_ms}")
         self.max_buffered = max_buffered
         self.max_wait_ms = max_wait_ms
+        self.idle_ms = idle_ms
+        self.stream_time = NO_TIME  # the newest time released (never goes back)
+        self._replaying = False  # set per release: the stream time is older than ``history_before``
         self._queues: dict[Partition, _Queue[T]] = {}
         self._heap: list[tuple[int, Partition]] = []  # (head time, partition): one per non-empty queue
         self._empty: set[Partition] = set()
@@ -228,22 +239,31 @@ class PartitionOrder(Generic[T]):
             return None
         wait = queue.wait()
         if wait is None:
-            queue.deadline = None
-            return None
+            if not (self._replaying and self.idle_ms):
+                queue.deadline = None
+                return None
+            wait = Wait.IDLE
         if queue.deadline is None:
-            queue.deadline = now_ms + self.max_wait_ms
+            queue.deadline = now_ms + (self.idle_ms if wait is Wait.IDLE else self.max_wait_ms)
         if now_ms < queue.deadline:
             return wait
         queue.gave_up = True
-        self.enforced += 1
-        log.debug("%s: stopped waiting for it after %d ms (%s); going on without it",
-                  queue.partition, self.max_wait_ms, wait.value)
+        if wait is not Wait.IDLE:
+            self.enforced += 1
+            log.debug("%s: stopped waiting for it after %d ms (%s); going on without it",
+                      queue.partition, self.max_wait_ms, wait.value)
         return None
 
-    def holding(self, now_ms: int) -> list[Holding]:
-        """The empty partitions that hold the others back now (none while nothing is buffered)."""
+    def holding(self, now_ms: int, history_before: int | None = None) -> list[Holding]:
+        """The empty partitions that hold the others back now (none while nothing is buffered).
+
+        ``history_before``: a stream time older than this is a replay of history; then a caught-up
+        partition is waited for too, at most ``idle_ms`` (Kafka Streams' ``max.task.idle.ms``), as
+        the stage upstream may not have written its part yet. Live records never wait for one.
+        """
         if not self._buffered:
             return []
+        self._replaying = history_before is not None and self.stream_time < history_before
         out = []
         for partition in sorted(self._empty):
             queue = self._queues[partition]
@@ -252,10 +272,12 @@ class PartitionOrder(Generic[T]):
                 out.append(Holding(partition, wait, queue.deadline))  # type: ignore[arg-type]
         return out
 
-    def release(self, now_ms: int, limit: int | None = None) -> list[Released[T]]:
-        """Records to process now, lowest head time first, until an empty partition must be waited for."""
+    def release(self, now_ms: int, limit: int | None = None,
+                history_before: int | None = None) -> list[Released[T]]:
+        """Records to process now, lowest head time first, until an empty partition must be waited for
+        (``history_before``: see ``holding``)."""
         out: list[Released[T]] = []
-        if not self._buffered or self.holding(now_ms):
+        if not self._buffered or self.holding(now_ms, history_before):
             return out
         heap, queues = self._heap, self._queues
         heappop, heapreplace = heapq.heappop, heapq.heapreplace
@@ -271,10 +293,31 @@ class PartitionOrder(Generic[T]):
                 continue
             heappop(heap)
             self._empty.add(partition)
-            if self._holds(queue, now_ms) is not None:
+            if heap and self._holds(queue, now_ms) is not None:
                 break  # its buffer ran dry while the broker has more for it: wait for that
         self._buffered -= len(out)
+        if out:
+            newest = max(r.time for r in out)
+            if newest > self.stream_time:
+                self.stream_time = newest
         return out
+
+    def unrelease(self, records: list[Released[T]]) -> None:
+        """Put released records back at the heads of their partitions, as they were (the stage could not
+        take them yet): ``records`` is the tail of what ``release`` returned, in its order."""
+        if not records:
+            return
+        for r in reversed(records):
+            queue = self._queues.get(r.partition)
+            if queue is None:
+                continue  # revoked meanwhile: the new owner reads it again
+            queue.entries.appendleft(_Entry(r.offset, r.time, r.item))
+            self._empty.discard(r.partition)
+            queue.deadline = None
+            queue.gave_up = False
+            self._buffered += 1
+        self._heap = [(q.entries[0].time, p) for p, q in self._queues.items() if q.entries]
+        heapq.heapify(self._heap)
 
     def next_deadline(self) -> int | None:
         """The earliest end of a running wait (a loop with nothing new to read may sleep until then)."""
@@ -310,10 +353,12 @@ class ConsumerOrder(Generic[T]):
     """
 
     def __init__(self, topics: Iterable[str], *, max_buffered: int = 5000, max_wait_ms: int = 1000,
+                 idle_ms: int = 0,
                  committed_timeout_s: float = 10.0,
                  on_enforced: Callable[[int], None] | None = None) -> None:
         self.topics = frozenset(topics)
-        self.order: PartitionOrder[T] = PartitionOrder(max_buffered=max_buffered, max_wait_ms=max_wait_ms)
+        self.order: PartitionOrder[T] = PartitionOrder(max_buffered=max_buffered, max_wait_ms=max_wait_ms,
+                                                       idle_ms=idle_ms)
         self._timeout = committed_timeout_s
         self._paused: set[Partition] = set()
         self._on_enforced = on_enforced
@@ -337,6 +382,13 @@ class ConsumerOrder(Generic[T]):
         for tp in mine:
             partition = Partition(tp.topic, tp.partition)
             self.order.assign(partition, committed.get(partition))
+        if not self.stage_paused:
+            # librdkafka keeps a partition paused across a revocation and a new assignment (classic
+            # protocol): one paused for a full buffer before a rebalance would never be read again
+            try:
+                consumer.resume(mine)
+            except KafkaException as exc:
+                log.warning("could not resume newly assigned partitions: %s", exc)
 
     def revoked(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
@@ -354,12 +406,17 @@ class ConsumerOrder(Generic[T]):
     def buffered(self) -> int:
         return self.order.buffered()
 
-    def release(self, consumer: OrderedConsumer | None, now_ms: int) -> list[Released[T]]:
-        """What is ready now; ``consumer`` None: no watermarks are read and nothing is paused."""
+    def unrelease(self, records: list[Released[T]]) -> None:
+        self.order.unrelease(records)
+
+    def release(self, consumer: OrderedConsumer | None, now_ms: int,
+                history_before: int | None = None) -> list[Released[T]]:
+        """What is ready now; ``consumer`` None: no watermarks are read and nothing is paused
+        (``history_before``: see ``PartitionOrder.holding``)."""
         order = self.order
         if not order.buffered():
             return []
-        for partition in order.empty() if consumer is not None else ():
+        for partition in sorted(order.partitions) if consumer is not None else ():  # a local call each
             assert consumer is not None
             try:
                 marks = consumer.get_watermark_offsets(TopicPartition(partition.topic, partition.partition),
@@ -369,7 +426,7 @@ class ConsumerOrder(Generic[T]):
             if marks is not None:
                 order.watermarks(partition, _known(marks[0]), _known(marks[1]))
         enforced = order.enforced
-        out = order.release(now_ms)
+        out = order.release(now_ms, history_before=history_before)
         if order.enforced != enforced and self._on_enforced is not None:
             self._on_enforced(order.enforced - enforced)
         if consumer is not None:

@@ -63,6 +63,7 @@ def restore_partitions(
     partitions: Iterable[int],
     *,
     done: Mapping[str, int] | None = None,
+    tansu: bool = False,
     batch_records: int = 20_000,
     timeout_s: float = 600.0,
     clock: Callable[[], float] = time.monotonic,
@@ -79,7 +80,9 @@ def restore_partitions(
 
     One consumer reads all of them at once and stops at each partition's end
     as the fetch reports it (partition EOF), which is right on the embedded
-    broker too (its ListOffsets is not: see ``pipeline/broker/watermarks.py``).
+    Tansu too. The check that local state is not ahead of the changelog takes
+    the changelog's end from ListOffsets, and with ``tansu`` from a fetch (its
+    ListOffsets is short: see ``pipeline/broker/watermarks.py``).
     A database that claims more than the changelog holds belongs to another
     history (a new cluster, a recreated topic) and is rebuilt from scratch.
     """
@@ -88,7 +91,7 @@ def restore_partitions(
         return Restored({}, {})
     claimed = {(topic, p): start for p, start in starts.items() if start > 0}
     if claimed:
-        ends = _changelog_ends(client, topic, [p for _, p in claimed])
+        ends = _changelog_ends(client, topic, [p for _, p in claimed], tansu=tansu)
         for (_, stale), start in claimed.items():
             if ends[stale] < start:
                 log.warning("%s[%d] ends at %d but local state reflects offset %d: a different "
@@ -144,11 +147,14 @@ def restore_partitions(
         consumer.close()
 
 
-def _changelog_ends(client: Mapping[str, Any], topic: str, partitions: list[int]) -> dict[int, int]:
+def _changelog_ends(client: Mapping[str, Any], topic: str, partitions: list[int], *,
+                    tansu: bool) -> dict[int, int]:
     consumer = Consumer({**client, "group.id": f"omnipipe-restore-{topic}", "enable.auto.commit": False})
     try:
         listed = {(topic, p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
                   for p in partitions}
     finally:
         consumer.close()
-    return {p: end for (_, p), end in fetched_highwaters(client, listed).items()}
+    if tansu:
+        listed = fetched_highwaters(client, listed)
+    return {p: end for (_, p), end in listed.items()}

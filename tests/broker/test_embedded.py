@@ -1,3 +1,5 @@
+"""The embedded Tansu launcher (the zero-Java fallback): serves, stops, leaves no orphan."""
+
 from __future__ import annotations
 
 import os
@@ -30,16 +32,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_broker_answers_kafka_requests(broker: EmbeddedBroker) -> None:
-    host, port = broker.bootstrap_servers.split(":")
+def test_broker_answers_kafka_requests(tansu_broker: EmbeddedBroker) -> None:
+    host, port = tansu_broker.bootstrap_servers.split(":")
     assert kafka_api_versions_ok(host, int(port))
-    md = AdminClient({"bootstrap.servers": broker.bootstrap_servers}).list_topics(timeout=10)
+    md = AdminClient({"bootstrap.servers": tansu_broker.bootstrap_servers}).list_topics(timeout=10)
     assert md.brokers
 
 
-def test_topics_are_created_idempotently(broker: EmbeddedBroker) -> None:
+def test_topics_are_created_idempotently(tansu_broker: EmbeddedBroker) -> None:
     cat = load_catalogue().with_partitions(2)
-    conf = {"bootstrap.servers": broker.bootstrap_servers}
+    conf = {"bootstrap.servers": tansu_broker.bootstrap_servers}
     first = ensure_topics(conf, cat)
     second = ensure_topics(conf, cat)
     assert set(first) == {t.name for t in cat}

@@ -141,9 +141,9 @@ def test_a_failed_seek_keeps_what_was_fetched() -> None:
 
 
 @pytest.mark.broker
-def test_the_reread_delivers_what_a_jump_skipped(broker: EmbeddedBroker) -> None:
-    """A real consumer moved past 40 records (as the broker's fetch race does) gets them all back."""
-    conf = {"bootstrap.servers": broker.bootstrap_servers}
+def test_the_reread_delivers_what_a_jump_skipped(tansu_broker: EmbeddedBroker) -> None:
+    """A real consumer moved past 40 records (as Tansu's fetch race does) gets them all back."""
+    conf = {"bootstrap.servers": tansu_broker.bootstrap_servers}
     topic = f"gaps-{uuid.uuid4().hex[:8]}"
     admin = AdminClient(conf)
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
@@ -170,3 +170,16 @@ def test_the_reread_delivers_what_a_jump_skipped(broker: EmbeddedBroker) -> None
         consumer.close()
     assert got == list(range(100))
     assert counted == [REFETCH]
+
+
+def test_disabled_it_passes_every_batch_through_and_never_seeks() -> None:
+    """On Apache Kafka (no Tansu quirks) the stages build it disabled: a jump is the broker's to explain."""
+    counted: list[str] = []
+    guard = OffsetGapGuard(counted.append, enabled=False)
+    seeks = Seeks()
+    first = msgs(0, 10, 11)
+    assert guard.filter(seeks, first) is first  # type: ignore[arg-type]
+    jumped = msgs(0, 15, 16) + msgs(1, 3)
+    assert guard.filter(seeks, jumped) is jumped  # type: ignore[arg-type]
+    guard.forget([TopicPartition("t", 0)])
+    assert seeks.calls == [] and counted == []

@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.broker.embedded import EmbeddedBroker
+from pipeline.broker.kafka_process import KafkaCluster
 from pipeline.broker.partitioner import PartitionMap, partition_for
 
 # org.apache.kafka.common.utils.UtilsTest#testMurmur2 (Java client)
@@ -99,7 +99,7 @@ def test_partition_map_caches_and_stays_bounded() -> None:
 
 @pytest.mark.broker
 def test_librdkafka_murmur2_random_sends_every_key_where_partition_for_says(
-    broker: EmbeddedBroker,
+    broker: KafkaCluster,
 ) -> None:
     topic = f"part-{uuid.uuid4().hex[:8]}"
     conf: dict[str, Any] = {"bootstrap.servers": broker.bootstrap_servers}

@@ -20,6 +20,7 @@ import pytest
 from confluent_kafka import Producer
 
 from pipeline.broker.embedded import EmbeddedBroker
+from pipeline.broker.kafka_process import KafkaCluster
 from pipeline.broker.reader import iter_topic
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
@@ -42,7 +43,8 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _env(broker: EmbeddedBroker, tmp: Path, **extra: str) -> dict[str, str]:
+def _env(broker: KafkaCluster | EmbeddedBroker, tmp: Path, **extra: str) -> dict[str, str]:
+    """A CLI environment on the session's broker (Apache Kafka: no OMNIPIPE_BROKER_QUIRKS)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "OMNIPIPE_"))}
     env.update({
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
@@ -59,13 +61,20 @@ def _env(broker: EmbeddedBroker, tmp: Path, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def run(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
-    tmp = tmp_path_factory.mktemp("e2e")
+def run(broker: KafkaCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    with _pipeline_run(broker, tmp_path_factory.mktemp("e2e")) as done:
+        yield done
+
+
+@contextlib.contextmanager
+def _pipeline_run(broker: KafkaCluster | EmbeddedBroker, tmp: Path,
+                  **extra: str) -> Iterator[dict[str, object]]:
+    """simulate, then one worker until it has counted every record; the worker still runs inside."""
     truth_path = tmp / "truth.jsonl"
     sim = subprocess.run(
         [sys.executable, "-m", "pipeline", "simulate", "--customers", "300", "--seed", str(SEED),
          "--bad", str(BAD), "--truth", str(truth_path)],
-        env=_env(broker, tmp), capture_output=True, text=True, timeout=180,
+        env=_env(broker, tmp, **extra), capture_output=True, text=True, timeout=180,
     )
     assert sim.returncode == 0, sim.stderr[-3000:]
     truth = load_truth(truth_path)
@@ -74,7 +83,8 @@ def run(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
     with open(log_path, "wb") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "worker"],
-            env=_env(broker, tmp, OMNIPIPE_WEB_PORT=str(port), OMNIPIPE_METRICS_PORT=str(metrics_port)),
+            env=_env(broker, tmp, OMNIPIPE_WEB_PORT=str(port), OMNIPIPE_METRICS_PORT=str(metrics_port),
+                     **extra),
             stdout=log, stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
@@ -109,6 +119,10 @@ def run(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 def test_every_record_is_counted_per_channel(run: dict) -> None:
+    _check_counted_per_channel(run)
+
+
+def _check_counted_per_channel(run: dict) -> None:
     truth, metrics = run["truth"], run["metrics"]
     per_channel = metrics.by_label("omnipipe_ingest_events_in_total", "channel")
     expected = Counter({k: v for k, v in truth.summary["events_per_topic"].items()})
@@ -119,7 +133,7 @@ def test_every_record_is_counted_per_channel(run: dict) -> None:
     assert metrics.value("omnipipe_ingest_events_accepted_total") == truth.summary["events"]
 
 
-def test_topics_hold_every_good_event_and_exactly_the_bad_ones(broker: EmbeddedBroker, run: dict) -> None:
+def test_topics_hold_every_good_event_and_exactly_the_bad_ones(broker: KafkaCluster, run: dict) -> None:
     truth = run["truth"]
     cat = load_catalogue()
     codec = AvroCodec(SchemaCatalogue.load())
@@ -145,7 +159,7 @@ def _raw_contacts(truth: Truth) -> set[str]:
     return raw | {c.email for c in bad} | {c.phone for c in bad}
 
 
-def test_no_raw_pii_in_any_topic_the_pipeline_writes(broker: EmbeddedBroker, run: dict) -> None:
+def test_no_raw_pii_in_any_topic_the_pipeline_writes(broker: KafkaCluster, run: dict) -> None:
     """Every topic of the catalogue but the producers' own (input, control): canonical, internal
     messages, changelogs, audit, triggers, events.dlq, dlq.keys and the DLQ vault; keys and values."""
     truth = run["truth"]
@@ -170,14 +184,14 @@ def test_no_raw_pii_in_any_topic_the_pipeline_writes(broker: EmbeddedBroker, run
         assert value not in metrics_text
 
 
-def _dlq_show(broker: EmbeddedBroker, tmp: Path) -> list[dict]:
+def _dlq_show(broker: KafkaCluster, tmp: Path) -> list[dict]:
     out = subprocess.run([sys.executable, "-m", "pipeline", "dlq", "show", "--decrypt"],
                          env=_env(broker, tmp), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
-def test_dead_letters_decrypt_until_the_person_is_erased(broker: EmbeddedBroker, run: dict,
+def test_dead_letters_decrypt_until_the_person_is_erased(broker: KafkaCluster, run: dict,
                                                          tmp_path: Path) -> None:
     """Ingest seals, the vault agent keeps the shares, an erasure through the pipeline destroys them."""
     truth = run["truth"]
@@ -239,7 +253,7 @@ def test_worker_stops_cleanly_on_sigterm(run: dict) -> None:
 
 
 def test_dlq_table_recovers_from_its_changelog_after_restart(
-    broker: EmbeddedBroker, run: dict, tmp_path: Path
+    broker: KafkaCluster, run: dict, tmp_path: Path
 ) -> None:
     """A new worker with empty local state rebuilds the table from the changelog, to its real end."""
     assert run["worker"].wait(timeout=30) is not None  # the first worker is down
@@ -265,3 +279,24 @@ def test_dlq_table_recovers_from_its_changelog_after_restart(
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=30)
+
+
+def test_the_pipeline_runs_on_tansu(tansu_broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """The zero-Java path: the same run on the embedded Tansu, with its workarounds on
+    (OMNIPIPE_BROKER_QUIRKS=tansu); after the Kafka run's worker has stopped."""
+    with _pipeline_run(tansu_broker, tmp_path, OMNIPIPE_BROKER_QUIRKS="tansu") as done:
+        _check_counted_per_channel(done)
+        truth = done["truth"]
+        assert isinstance(truth, Truth)
+        client = {"bootstrap.servers": tansu_broker.bootstrap_servers}
+        cat = load_catalogue()
+        codec = AvroCodec(SchemaCatalogue.load())
+        canonical = {codec.decode(r.value or b"", cat["canonical"].subject)["event_id"]
+                     for r in iter_topic(client, cat["canonical"].name)}
+        assert len(canonical) == truth.summary["events"]
+        view = done["dlq_view"]
+        assert isinstance(view, dict) and view["by_reason"] == dict(Counter(b.reason for b in truth.bad))
+        worker = done["worker"]
+        assert isinstance(worker, subprocess.Popen)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0

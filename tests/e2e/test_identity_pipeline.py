@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.broker.embedded import EmbeddedBroker
+from pipeline.broker.kafka_process import KafkaCluster
 from pipeline.broker.reader import iter_topic
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
@@ -52,7 +52,7 @@ def _topology(tmp: Path, prefix: str) -> Path:
 
 
 class Worker:
-    def __init__(self, broker: EmbeddedBroker, tmp: Path, name: str, state: Path, group: str) -> None:
+    def __init__(self, broker: KafkaCluster, tmp: Path, name: str, state: Path, group: str) -> None:
         self.port = _port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.metrics_port = _port()  # /metrics: its own listener
@@ -87,7 +87,7 @@ class Worker:
             return exc.code, json.loads(exc.read() or b"{}")
 
 
-def _simulate(broker: EmbeddedBroker, tmp: Path, customers: int, seed: int) -> Path:
+def _simulate(broker: KafkaCluster, tmp: Path, customers: int, seed: int) -> Path:
     truth = tmp / "truth.jsonl"
     sim = subprocess.run(
         [sys.executable, "-m", "pipeline", "simulate", "--customers", str(customers), "--seed", str(seed),
@@ -159,7 +159,7 @@ def _settled_grouping(client: dict[str, str], cat: TopicCatalogue, expected: dic
     return grouping
 
 
-def test_killed_identity_worker_ends_with_the_reference_grouping(broker: EmbeddedBroker,
+def test_killed_identity_worker_ends_with_the_reference_grouping(broker: KafkaCluster,
                                                                   tmp_path: Path) -> None:
     cat = load_catalogue(_topology(tmp_path, "idkill"))
     client = {"bootstrap.servers": broker.bootstrap_servers}
@@ -200,7 +200,7 @@ def test_killed_identity_worker_ends_with_the_reference_grouping(broker: Embedde
         second.stop()
 
 
-def test_lookup_is_answered_by_any_worker(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_lookup_is_answered_by_any_worker(broker: KafkaCluster, tmp_path: Path) -> None:
     cat = load_catalogue(_topology(tmp_path, "idlookup"))
     client = {"bootstrap.servers": broker.bootstrap_servers}
     truth = _simulate(broker, tmp_path, customers=300, seed=5)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.broker.embedded import EmbeddedBroker
+from pipeline.broker.kafka_process import KafkaCluster
 from pipeline.broker.reader import iter_topic
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
@@ -34,7 +34,7 @@ def _isolated_topology(tmp: Path) -> Path:
     return path
 
 
-def _worker(broker: EmbeddedBroker, tmp: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
+def _worker(broker: KafkaCluster, tmp: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
     port, metrics_port = _port(), _port()
     env = _env(broker, tmp / name, OMNIPIPE_WEB_PORT=str(port), OMNIPIPE_GROUP_ID="restart",
                OMNIPIPE_METRICS_PORT=str(metrics_port),
@@ -51,7 +51,7 @@ def _consumed(url: str) -> float:
     return 0.0
 
 
-def test_killed_worker_loses_nothing(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_killed_worker_loses_nothing(broker: KafkaCluster, tmp_path: Path) -> None:
     truth_path = tmp_path / "truth.jsonl"
     topology = _isolated_topology(tmp_path)
     cat = load_catalogue(topology)

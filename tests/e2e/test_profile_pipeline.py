@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from pipeline.broker.embedded import EmbeddedBroker
+from pipeline.broker.kafka_process import KafkaCluster
 from pipeline.broker.reader import iter_topic
 from pipeline.contracts.catalogue import SchemaCatalogue
 from pipeline.contracts.codec import AvroCodec
@@ -100,7 +100,7 @@ def _wait_settled(worker: Worker, metric: str, quiet_s: float = 13.0, timeout: f
     raise AssertionError(f"{metric} still moving after {timeout}s")
 
 
-def test_profiles_match_the_truth_survive_kill_and_erasures_leave_nothing(broker: EmbeddedBroker,
+def test_profiles_match_the_truth_survive_kill_and_erasures_leave_nothing(broker: KafkaCluster,
                                                                          tmp_path: Path) -> None:
     cat = load_catalogue(_topology(tmp_path, "prof"))
     client = {"bootstrap.servers": broker.bootstrap_servers}

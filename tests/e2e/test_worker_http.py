@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.broker.embedded import EmbeddedBroker
+from pipeline.broker.kafka_process import KafkaCluster
 from pipeline.metrics.scrape import parse
 from pipeline.settings import Settings
 from pipeline.simulate.truth import load_truth
@@ -89,7 +89,7 @@ def _get_json(url: str) -> tuple[int, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+def worker(broker: KafkaCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     tmp = tmp_path_factory.mktemp("http")
     topology = _topology(tmp, "http")
     truth = load_truth(_simulate(broker, tmp, customers=30, seed=7))

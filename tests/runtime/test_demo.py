@@ -43,3 +43,22 @@ def test_a_channel_only_one_side_knows_is_listed() -> None:
     assert cmp.rows == (ChannelEvents("WEB", 2, 0, 0), ChannelEvents(CONTROL, 0, 1, 0))
     assert format_event_comparison(cmp).startswith("2 events in the profile = 1 the simulator published")
     assert "+1 unexplained" in format_event_comparison(cmp)
+
+
+def test_the_worker_inherits_the_broker_s_quirks(tmp_path: Any, monkeypatch: Any) -> None:
+    """The demo's worker gets OMNIPIPE_BROKER_QUIRKS with OMNIPIPE_LOCAL_BROKER: Tansu's workarounds on
+    Tansu only, whatever the parent's environment says."""
+    from pipeline.runtime.demo import _worker_env
+    from pipeline.settings import Settings, load_settings
+
+    monkeypatch.setenv("OMNIPIPE_BROKER_QUIRKS", "tansu")  # a stale value in the parent's environment
+    base = load_settings()
+    for tansu in (True, False):
+        settings = base.with_bootstrap("127.0.0.1:9", tmp_path, tansu=tansu)
+        env = _worker_env(settings, 1, 2)
+        assert env["OMNIPIPE_LOCAL_BROKER"] == "1"
+        assert env["OMNIPIPE_BROKER_QUIRKS"] == ("tansu" if tansu else "none")
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        worker = Settings()
+        assert worker.tansu is tansu and worker.local_broker
