@@ -405,7 +405,14 @@ _QUIET.propagate = False
 
 
 def _cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as kafka-storage makes)."""
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as kafka-storage makes).
+
+    Like Kafka's ``Uuid.randomUuid``, never one that starts with "-": the storage tool would read
+    it as an option (1 start in 64 failed with "argument --cluster-id/-t: expected one argument").
+    """
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid

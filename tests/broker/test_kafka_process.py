@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import signal
@@ -240,3 +241,14 @@ def test_compaction_is_applied(broker: KafkaCluster) -> None:
         time.sleep(1)
         values = [r.value for r in iter_topic(conf, topic)]
     assert len(values) < 30 and values[-1] == b"v29"
+
+
+def test_a_cluster_id_never_reads_as_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    """1 random id in 64 starts with "-", which kafka-storage took for an option and refused."""
+    from pipeline.broker import kafka_process
+
+    dashed = uuid.UUID(bytes=base64.urlsafe_b64decode("-" + "A" * 21 + "=="))
+    ids = iter([dashed, uuid.UUID(int=1)])
+    monkeypatch.setattr(kafka_process.uuid, "uuid4", lambda: next(ids))
+    cid = kafka_process._cluster_id()
+    assert not cid.startswith("-") and len(cid) == 22
